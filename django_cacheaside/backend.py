@@ -1,0 +1,340 @@
+"""The only module that imports ``redis``.
+
+Every Redis call of the app goes through :class:`Backend`. Its methods never raise: a redis-py error
+(refused, timed out, reset, a reply of the wrong shape) is translated into
+:class:`~django_cacheaside.exceptions.BackendError`, logged at most once per ``ERROR_LOG_INTERVAL``,
+announced with the ``cache_error`` signal, and answered with the method's *fail-open* value: a read
+becomes "no entry and no stamp" (the caller loads from the database and does not fill), a fill
+becomes "not written". That is the whole fail-open mechanism.
+
+Each object is one Redis hash ``{s: stamp, d: entry}`` with a TTL:
+
+* a *hit* is ``HGET key d``: one command, one round trip;
+* a *miss* runs :data:`READ_OR_BEGIN`, which returns the entry if one appeared meanwhile, or the
+  object's random stamp, creating it (with a TTL) when missing;
+* a *fill* runs :data:`FILL`, which writes the entry only if the stamp is still the one seen before
+  the database read (compare-and-set);
+* an *invalidation* is ``DEL key``: the stamp is gone, so every fill that started earlier fails its
+  compare-and-set, and the next miss creates a fresh random stamp that no old fill can match.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, ParamSpec, TypeVar
+
+import redis
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+from redis.exceptions import NoScriptError, RedisError
+
+from django_cacheaside import signals
+from django_cacheaside.conf import app_settings
+from django_cacheaside.exceptions import BackendError
+
+logger = logging.getLogger("django_cacheaside")
+
+READ_OR_BEGIN = """
+local d, s = unpack(redis.call('HMGET', KEYS[1], 'd', 's'))
+if d then return {1, d} end
+if not s then
+  s = ARGV[1]
+  redis.call('HSET', KEYS[1], 's', s)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {0, s}
+"""
+
+FILL = """
+if redis.call('HGET', KEYS[1], 's') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'd', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+_SCRIPTS = {name: (src, hashlib.sha1(src.encode()).hexdigest()) for name, src in
+            {"read_or_begin": READ_OR_BEGIN, "fill": FILL}.items()}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Read(NamedTuple):
+    """What a miss-path read found: the entry, or else the stamp a fill must match.
+
+    Both are ``None`` when Redis could not be asked: load from the database, do not fill.
+    """
+
+    entry: bytes | None
+    stamp: bytes | None
+
+
+UNAVAILABLE = Read(None, None)
+
+
+class _ErrorLog:
+    """Logs a Redis failure at most once per interval; every failure still sends ``cache_error``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next_log = 0.0
+        self._suppressed = 0
+
+    def report(self, operation: str, error: BackendError) -> None:
+        signals.cache_error.send(sender=Backend, operation=operation, error=error)
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_log:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed = self._suppressed, 0
+            self._next_log = now + float(app_settings.ERROR_LOG_INTERVAL)
+        logger.warning(
+            "Redis %s failed, answering from the database: %s (%d similar failures not logged)",
+            operation, error, suppressed,
+        )
+
+
+_errors = _ErrorLog()
+
+
+def report_error(operation: str, error: Exception) -> None:
+    """Log (rate-limited) and signal a cache failure found outside the backend, e.g. a bad entry."""
+    _errors.report(operation, error if isinstance(error, BackendError) else BackendError(str(error)))
+
+
+def fail_open(default: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn any Redis failure of the wrapped method into ``default`` (after reporting it)."""
+
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(*args, **kwargs)
+            except BackendError as exc:
+                _errors.report(method.__name__, exc)
+            except (RedisError, OSError, ValueError, TypeError, IndexError) as exc:
+                # ValueError/TypeError/IndexError: a reply whose shape is not what we sent for.
+                _errors.report(method.__name__, BackendError(f"{type(exc).__name__}: {exc}"))
+            result: R = default
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+def new_stamp() -> bytes:
+    """A random 64-bit stamp: never a counter, so a stamp lost to eviction never comes back."""
+    return os.urandom(8)
+
+
+class Backend:
+    def __init__(self, client: redis.Redis) -> None:
+        pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        if pool_kwargs.get("decode_responses"):
+            raise ImproperlyConfigured(
+                "The Redis client used by django-cacheaside has decode_responses=True; entries are "
+                "bytes. Give CACHEASIDE['REDIS'] a client without it."
+            )
+        self.client = client
+
+    # -- scripts -------------------------------------------------------------------------------
+
+    def _load_scripts(self) -> None:
+        for src, _sha in _SCRIPTS.values():
+            self.client.script_load(src)
+
+    def _run_pipeline(self, queue: Callable[[Any], None]) -> list[Any]:
+        """Queue commands with ``queue(pipe)`` and send them in one round trip.
+
+        Scripts go as EVALSHA; if the server lost them (restart, ``SCRIPT FLUSH``) they are loaded
+        and the pipeline is sent once more. Every queued command is safe to repeat.
+        """
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            queue(pipe)
+            try:
+                return pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self._load_scripts()
+        raise AssertionError("unreachable")
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    @fail_open(default=None)
+    def read(self, key: str) -> bytes | None:
+        """The entry under ``key``, or ``None`` (a miss, or Redis unavailable)."""
+        value = self.client.hget(key, "d")
+        return _as_bytes(value)
+
+    @fail_open(default=None)
+    def _read_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        replies = self._run_pipeline(lambda pipe: [pipe.hget(key, "d") for key in keys])
+        return [_as_bytes(value) for value in replies]
+
+    def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The entries under ``keys`` in one round trip (``None`` for misses)."""
+        if not keys:
+            return []
+        return self._read_many(keys) or [None] * len(keys)
+
+    def read_or_begin(self, key: str, ttl_ms: int) -> Read:
+        return self.read_or_begin_many([key], ttl_ms)[0]
+
+    @fail_open(default=None)
+    def _read_or_begin_many(self, keys: Sequence[str], ttl_ms: int) -> list[Read]:
+        _src, sha = _SCRIPTS["read_or_begin"]
+
+        def queue(pipe: Any) -> None:
+            for key in keys:
+                pipe.evalsha(sha, 1, key, new_stamp(), ttl_ms)
+
+        replies = self._run_pipeline(queue)
+        return [
+            Read(_as_bytes(value), None) if int(flag) == 1 else Read(None, _as_bytes(value))
+            for flag, value in replies
+        ]
+
+    def read_or_begin_many(self, keys: Sequence[str], ttl_ms: int) -> list[Read]:
+        """For each key in one round trip: its entry, or the stamp a fill must match."""
+        if not keys:
+            return []
+        return self._read_or_begin_many(keys, ttl_ms) or [UNAVAILABLE] * len(keys)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    @fail_open(default=None)
+    def _fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
+        _src, sha = _SCRIPTS["fill"]
+
+        def queue(pipe: Any) -> None:
+            for key, stamp, entry, ttl_ms in items:
+                pipe.evalsha(sha, 1, key, stamp, entry, ttl_ms)
+
+        return [int(written) == 1 for written in self._run_pipeline(queue)]
+
+    def fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
+        """Write each ``(key, stamp, entry, ttl_ms)`` whose stamp is unchanged; one round trip."""
+        if not items:
+            return []
+        return self._fill_many(items) or [False] * len(items)
+
+    def fill(self, key: str, stamp: bytes, entry: bytes, ttl_ms: int) -> bool:
+        return self.fill_many([(key, stamp, entry, ttl_ms)])[0]
+
+    @fail_open(default=False)
+    def delete(self, keys: Sequence[str]) -> bool:
+        """Drop the entries and stamps under ``keys`` in one round trip. ``False`` if Redis failed."""
+        if not keys:
+            return True
+        if len(keys) == 1:
+            self.client.delete(keys[0])
+        else:
+            # One DEL per key keeps every command on one slot, as Redis Cluster requires.
+            self._run_pipeline(lambda pipe: [pipe.delete(key) for key in keys])
+        return True
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    raise BackendError(f"unexpected reply of type {type(value).__name__}")
+
+
+# -- the process-wide backend ------------------------------------------------------------------
+
+_backend: Backend | None = None
+_backend_lock = threading.Lock()
+
+
+def _client_from_settings() -> redis.Redis:
+    configured = app_settings.REDIS
+    if configured:
+        if not isinstance(configured, str):
+            raise ImproperlyConfigured("CACHEASIDE['REDIS'] must be a redis:// URL or a dotted path.")
+        if "://" in configured:
+            return redis.Redis.from_url(configured)
+        client: redis.Redis = import_string(configured)()
+        return client
+    alias = app_settings.CACHE_ALIAS
+    cache: Any = caches[alias]
+    if hasattr(cache, "client") and hasattr(cache.client, "get_client"):  # django-redis
+        django_redis_client: redis.Redis = cache.client.get_client(write=True)
+        return django_redis_client
+    if hasattr(cache, "_cache") and hasattr(cache._cache, "get_client"):  # Django's RedisCache
+        django_client: redis.Redis = cache._cache.get_client(write=True)
+        return django_client
+    raise ImproperlyConfigured(
+        f"CACHES[{alias!r}] is not a Redis cache. Use django_redis.cache.RedisCache or "
+        "django.core.cache.backends.redis.RedisCache, or set CACHEASIDE['REDIS'] to a redis:// URL."
+    )
+
+
+def get_backend() -> Backend:
+    """The backend built from the current settings, created on first use."""
+    global _backend
+    backend = _backend
+    if backend is None:
+        with _backend_lock:
+            if _backend is None:
+                _backend = Backend(_client_from_settings())
+            backend = _backend
+    return backend
+
+
+def reset() -> None:
+    """Forget the backend; the next :func:`get_backend` builds it again from settings."""
+    global _backend
+    with _backend_lock:
+        _backend = None
+
+
+# -- instrumentation for tests and ops ---------------------------------------------------------
+
+
+class RoundTripCounter:
+    """Counts, while active, the requests this thread sends to Redis (a pipeline is one).
+
+    Wraps ``send_packed_command`` of redis-py's connection class: every command and every pipeline
+    goes through it exactly once. Other threads' traffic is not counted.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.count = 0
+        self._thread = threading.get_ident()
+        self._original: Any = None
+
+    def __enter__(self) -> RoundTripCounter:
+        target = redis.connection.AbstractConnection
+        original = target.send_packed_command
+        counter = self
+
+        def counting(conn: Any, command: Any, check_health: bool = True) -> Any:
+            if threading.get_ident() == counter._thread:
+                counter.count += 1
+            return original(conn, command, check_health)
+
+        self._original = original
+        target.send_packed_command = counting  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        redis.connection.AbstractConnection.send_packed_command = self._original  # type: ignore[method-assign]
+
+
+def scan_keys(pattern: str) -> list[bytes]:
+    """Every key matching ``pattern``, by ``SCAN`` (never ``KEYS``)."""
+    return list(get_backend().client.scan_iter(match=pattern, count=1000))

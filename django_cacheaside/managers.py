@@ -1,0 +1,362 @@
+"""``CacheAsideManager``: read through Redis, fill from the database, never serve a stale row.
+
+A read is: normalise the lookup (``lookups``), build the key (``keys``), ``HGET`` the entry
+(``backend``), decode it (``serializers``) and build the instance with ``Model.from_db``. A miss reads
+the object's stamp, loads the row, and fills only if the stamp did not change meanwhile.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from django.db import connections, models, router
+
+from django_cacheaside import entries, keys, registry, signals, transactions
+from django_cacheaside.backend import UNAVAILABLE, Read, get_backend, report_error
+from django_cacheaside.conf import app_settings
+from django_cacheaside.exceptions import CorruptEntry, NotCacheable
+from django_cacheaside.lookups import Lookup, LookupResolver
+from django_cacheaside.serializers.base import BaseSerializer
+
+M = TypeVar("M", bound=models.Model)
+
+_UNSET: Any = object()
+# What a decoded entry can be besides an instance.
+_NOT_FOUND = object()
+
+
+@functools.lru_cache(maxsize=64)
+def _namespace(prefix: str) -> str:
+    return keys.namespace(prefix)
+
+
+class _Codec:
+    """Entry bytes <-> instances for one model and one serializer (built on first use)."""
+
+    def __init__(self, model: type[models.Model], serializer: BaseSerializer) -> None:
+        self.model = model
+        self.serializer = serializer
+        self.attnames = tuple(f.attname for f in model._meta.concrete_fields)
+        self._values: Callable[[models.Model], Any] = operator.attrgetter(*self.attnames)
+        self.schema = keys.schema_stamp(model, serializer.format_version)
+        self.prefix = entries.header(self.schema)
+
+    def encode_row(self, obj: models.Model) -> bytes:
+        values = self._values(obj)
+        if len(self.attnames) == 1:
+            values = (values,)
+        return entries.encode(self.prefix, entries.ROW, self.serializer.dumps(values))
+
+    def encode_missing(self) -> bytes:
+        return entries.encode(self.prefix, entries.MISSING)
+
+    def encode_pointer(self, pk: Any) -> bytes:
+        return entries.encode(self.prefix, entries.POINTER, self.serializer.dumps([pk]))
+
+    def decode(self, db: str, entry: bytes) -> Any:
+        """An instance, ``_NOT_FOUND``, a pointer's pk wrapped in a tuple, or ``None`` (unusable)."""
+        parts = entries.split(entry, self.prefix)
+        if parts is None:
+            return None  # written for another schema or format: a miss
+        kind, payload = parts
+        if kind == entries.MISSING:
+            return _NOT_FOUND
+        values = self.serializer.loads(payload)
+        if kind == entries.POINTER and len(values) == 1:
+            return (values[0],)
+        if kind == entries.ROW and len(values) == len(self.attnames):
+            return self.model.from_db(db, self.attnames, values)
+        raise CorruptEntry(f"entry of kind {kind!r} with {len(values)} values")
+
+
+class CacheAsideManager(Generic[M]):
+    """Cache-aside reads for one model: ``Model.cached.get(pk=1)``, ``Model.cached.get_many(pks)``.
+
+    Not a Django ``Manager``: it never becomes the default manager, never appears in migrations and
+    offers only the reads it can keep correct. Every option defaults to the ``CACHEASIDE`` setting of
+    the same name.
+
+    :param ttl: seconds an entry lives (``TTL``), jittered by ``jitter``.
+    :param negative_ttl: seconds a "does not exist" answer lives (``NEGATIVE_TTL``).
+    :param jitter: fraction of the TTL added or removed at random (``TTL_JITTER``).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float | None = _UNSET,
+        negative_ttl: float | None = _UNSET,
+        jitter: float = _UNSET,
+    ) -> None:
+        self._options = {"TTL": ttl, "NEGATIVE_TTL": negative_ttl, "TTL_JITTER": jitter}
+        self.model: type[M] | None = None
+        self.name: str | None = None
+        self._codec_for: tuple[BaseSerializer, _Codec] | None = None
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def copy(self) -> CacheAsideManager[M]:
+        return CacheAsideManager(
+            ttl=self._options["TTL"],
+            negative_ttl=self._options["NEGATIVE_TTL"],
+            jitter=self._options["TTL_JITTER"],
+        )
+
+    def contribute_to_class(self, model: type[M], name: str) -> None:
+        self.name = name
+        setattr(model, name, self)
+        if model._meta.abstract:
+            return  # concrete subclasses get their own copy in AppConfig.ready()
+        self.model = model
+        registry.add(model, self)
+
+    # The model's fields are not all there yet when contribute_to_class runs: derive lazily.
+    @functools.cached_property
+    def _resolver(self) -> LookupResolver:
+        assert self.model is not None
+        return LookupResolver(self.model)
+
+    @functools.cached_property
+    def _label(self) -> str:
+        assert self.model is not None
+        return keys.model_label(self.model)
+
+    def __get__(self, instance: Any, owner: type[models.Model]) -> CacheAsideManager[M]:
+        if instance is not None:
+            raise AttributeError(f"{self.name} is accessible via {owner.__name__}, not its instances.")
+        if owner is self.model:
+            return self
+        bound = registry.manager_for(owner)
+        if bound is None:
+            raise AttributeError(
+                f"{owner.__name__}.{self.name} is not bound to {owner.__name__} yet: "
+                "add django_cacheaside to INSTALLED_APPS (it binds inherited managers when ready)."
+            )
+        return bound  # type: ignore[return-value]
+
+    # -- options -------------------------------------------------------------------------------
+
+    def explicit_options(self) -> dict[str, Any]:
+        """The options given to the constructor (setting names as keys), defaults left out."""
+        return {name: value for name, value in self._options.items() if value is not _UNSET}
+
+    def option(self, name: str) -> Any:
+        value = self._options[name]
+        return getattr(app_settings, name) if value is _UNSET else value
+
+    def _ttl_ms(self, name: str = "TTL") -> int:
+        jitter = float(self.option("TTL_JITTER"))
+        seconds = float(self.option(name)) * random.uniform(1.0 - jitter, 1.0 + jitter)
+        return max(1, int(seconds * 1000))
+
+    @property
+    def codec(self) -> _Codec:
+        serializer_class = app_settings.SERIALIZER
+        cached = self._codec_for
+        if cached is None or type(cached[0]) is not serializer_class:
+            assert self.model is not None
+            codec = _Codec(self.model, serializer_class())
+            self._codec_for = cached = (codec.serializer, codec)
+        return cached[1]
+
+    @property
+    def schema(self) -> str:
+        """The schema stamp entries of this model are written under (see ``keys.schema_stamp``)."""
+        return self.codec.schema
+
+    def key_for_pk(self, pk: Any) -> str:
+        return keys.object_key(_namespace(app_settings.KEY_PREFIX), self._label, pk)
+
+    def key_for_lookup(self, lookup: Lookup) -> str:
+        return keys.lookup_key(_namespace(app_settings.KEY_PREFIX), self._label, lookup.items)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _policy(self) -> tuple[str, bool | None]:
+        """``(db, fill)``: fill is ``None`` when this transaction wrote the model (bypass)."""
+        model = self.model
+        db = router.db_for_write(model) if router.routers else "default"
+        conn = connections[db]
+        if not conn.in_atomic_block:
+            return db, True
+        if transactions.wrote(conn, self._label):
+            signals.cache_bypass.send(sender=model, reason="dirty")
+            return db, None
+        return db, transactions.fill_is_safe(conn)
+
+    def get(self, **lookups: Any) -> M:
+        """The instance matching a cacheable lookup; raises ``DoesNotExist`` like the ORM.
+
+        Cacheable lookups: the primary key, one unique field, or one unique-together set, by exact
+        value (see :mod:`django_cacheaside.lookups`). Anything else is a ``ValueError``.
+        """
+        if len(lookups) == 1 and "pk" in lookups:
+            resolver = self._resolver
+            lookup = Lookup(((resolver.pk_attname, resolver.normalise_pk(lookups["pk"])),), True)
+        else:
+            lookup = self._resolver.resolve(lookups)
+        db, fill = self._policy()
+        if fill is None:
+            return self._load_or_raise(db, lookup)
+        if lookup.is_pk:
+            return self._get_pk(db, lookup, fill)
+        return self._get_unique(db, lookup, fill)
+
+    def _decode(self, db: str, key: str, entry: bytes | None) -> Any:
+        if entry is None:
+            return None
+        try:
+            found = self.codec.decode(db, entry)
+        except CorruptEntry as exc:
+            report_error("decode", exc)
+            return None
+        if found is not None:
+            signals.cache_hit.send(sender=self.model, key=key)
+        return found
+
+    def _lookup_entry(self, db: str, key: str, fill: bool) -> tuple[Any, Read]:
+        """The decoded entry under ``key`` (or ``None``) and, on a miss, the stamp to fill with."""
+        backend = get_backend()
+        found = self._decode(db, key, backend.read(key))
+        if found is not None:
+            return found, UNAVAILABLE
+        read = backend.read_or_begin(key, self._ttl_ms()) if fill else UNAVAILABLE
+        found = self._decode(db, key, read.entry)
+        if found is None:
+            signals.cache_miss.send(sender=self.model, key=key)
+        return found, read
+
+    def _get_pk(self, db: str, lookup: Lookup, fill: bool) -> M:
+        key = self.key_for_pk(lookup.items[0][1])
+        found, read = self._lookup_entry(db, key, fill)
+        if found is None:
+            found, duration = self._load(db, lookup)
+            if read.stamp is not None:
+                self._fill(key, read.stamp, found, duration)
+        if found is _NOT_FOUND:
+            raise self._does_not_exist()
+        if not isinstance(found, self.model):  # type: ignore[arg-type]
+            raise self._does_not_exist()  # a pointer under an object key: treat as absent
+        return found  # type: ignore[return-value]
+
+    def _get_unique(self, db: str, lookup: Lookup, fill: bool) -> M:
+        key = self.key_for_lookup(lookup)
+        found, read = self._lookup_entry(db, key, fill)
+        if found is _NOT_FOUND:
+            raise self._does_not_exist()
+        if isinstance(found, tuple):
+            # A pointer is a hint: the object's own entry (kept exact by invalidation) must still
+            # carry the looked-up values, or the pointer is stale (the value moved to another row).
+            pk_lookup = Lookup(((self._resolver.pk_attname, found[0]),), True)
+            try:
+                obj = self._get_pk(db, pk_lookup, fill)
+            except self.model.DoesNotExist:  # type: ignore[union-attr]
+                obj = None
+            if obj is not None and all(getattr(obj, a) == v for a, v in lookup.items):
+                return obj
+            get_backend().delete([key])
+            return self._load_or_raise(db, lookup)
+        loaded, duration = self._load(db, lookup)
+        if read.stamp is not None:
+            missing = loaded is _NOT_FOUND
+            codec = self.codec
+            pointer = codec.encode_missing() if missing else codec.encode_pointer(loaded.pk)
+            self._write(key, read.stamp, pointer, missing, duration)
+        if loaded is _NOT_FOUND:
+            raise self._does_not_exist()
+        return loaded  # type: ignore[no-any-return]
+
+    def get_many(self, pks: Iterable[Any]) -> dict[Any, M]:
+        """``{pk: instance}`` for the pks that exist, in the order given; missing pks are left out.
+
+        One Redis round trip for the lookups, one ``pk__in`` query for the misses, one pipelined fill.
+        """
+        wanted = list(dict.fromkeys(self._resolver.normalise_pk(pk) for pk in pks))
+        db, fill = self._policy()
+        if fill is None:
+            return self._base(db).in_bulk(wanted)
+        key_of = {pk: self.key_for_pk(pk) for pk in wanted}
+        backend = get_backend()
+        if fill:
+            reads = backend.read_or_begin_many(list(key_of.values()), self._ttl_ms())
+        else:
+            reads = [Read(e, None) for e in backend.read_many(list(key_of.values()))]
+        found: dict[Any, Any] = {}
+        stamps: dict[Any, bytes | None] = {}
+        for pk, read in zip(wanted, reads, strict=True):
+            obj = self._decode(db, key_of[pk], read.entry)
+            if obj is None:
+                signals.cache_miss.send(sender=self.model, key=key_of[pk])
+                stamps[pk] = read.stamp
+            elif isinstance(obj, self.model):  # type: ignore[arg-type]
+                found[pk] = obj
+        if stamps:
+            started = time.perf_counter()
+            loaded = self._base(db).in_bulk(list(stamps))
+            duration = time.perf_counter() - started
+            fills = []
+            for pk, stamp in stamps.items():
+                obj = loaded.get(pk, _NOT_FOUND)
+                if obj is not _NOT_FOUND:
+                    found[pk] = obj
+                if stamp is not None:
+                    entry = self._entry_for(obj)
+                    if entry is not None:
+                        fills.append((key_of[pk], stamp, entry, self._entry_ttl(obj)))
+            written = backend.fill_many(fills)
+            for (key, *_rest), ok in zip(fills, written, strict=True):
+                signals.cache_fill.send(sender=self.model, key=key, written=ok, duration=duration)
+        return {pk: found[pk] for pk in wanted if pk in found}
+
+    # -- loading and filling -------------------------------------------------------------------
+
+    def _base(self, db: str) -> models.QuerySet[M]:
+        # The base manager: every row, whatever filter the default manager applies.
+        return self.model._base_manager.db_manager(db).all()  # type: ignore[union-attr]
+
+    def _load(self, db: str, lookup: Lookup) -> tuple[Any, float]:
+        """The row (or ``_NOT_FOUND``) and the seconds the query took."""
+        started = time.perf_counter()
+        try:
+            obj: Any = self._base(db).get(**lookup.as_filter())
+        except self.model.DoesNotExist:  # type: ignore[union-attr]
+            obj = _NOT_FOUND
+        return obj, time.perf_counter() - started
+
+    def _load_or_raise(self, db: str, lookup: Lookup) -> M:
+        obj, _duration = self._load(db, lookup)
+        if obj is _NOT_FOUND:
+            raise self._does_not_exist()
+        return obj  # type: ignore[no-any-return]
+
+    def _entry_for(self, obj: Any) -> bytes | None:
+        if obj is _NOT_FOUND:
+            return self.codec.encode_missing()
+        try:
+            return self.codec.encode_row(obj)
+        except NotCacheable:
+            signals.cache_bypass.send(sender=self.model, reason="not_cacheable")
+            return None
+
+    def _entry_ttl(self, obj: Any) -> int:
+        return self._ttl_ms("NEGATIVE_TTL" if obj is _NOT_FOUND else "TTL")
+
+    def _fill(self, key: str, stamp: bytes, obj: Any, duration: float) -> None:
+        entry = self._entry_for(obj)
+        if entry is not None:
+            self._write(key, stamp, entry, obj is _NOT_FOUND, duration)
+
+    def _write(self, key: str, stamp: bytes, entry: bytes, missing: bool, duration: float) -> None:
+        ttl = self._ttl_ms("NEGATIVE_TTL" if missing else "TTL")
+        written = get_backend().fill(key, stamp, entry, ttl)
+        signals.cache_fill.send(sender=self.model, key=key, written=written, duration=duration)
+
+    def _does_not_exist(self) -> Exception:
+        model = self.model
+        assert model is not None
+        return model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")

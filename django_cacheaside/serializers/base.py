@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+
+class BaseSerializer:
+    """Encodes the list of a row's concrete field values (``Model.from_db`` order) as bytes.
+
+    Subclasses set :attr:`format_version`, which goes into every model's schema stamp: changing it
+    moves every model to new entries, so an entry is never decoded by a format it was not written for.
+
+    ``dumps`` raises :class:`~django_cacheaside.exceptions.NotCacheable` for a value it cannot encode;
+    ``loads`` raises :class:`~django_cacheaside.exceptions.CorruptEntry` for bytes it cannot decode.
+    Neither may raise anything else.
+    """
+
+    format_version: ClassVar[str]
+
+    def dumps(self, values: Sequence[Any]) -> bytes:
+        raise NotImplementedError
+
+    def loads(self, data: bytes) -> list[Any]:
+        raise NotImplementedError

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import datetime
+import struct
+import uuid
+import zoneinfo
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import msgpack
+from django.db.models.fields.files import FieldFile
+
+from django_cacheaside.exceptions import CorruptEntry, NotCacheable
+from django_cacheaside.serializers.base import BaseSerializer
+
+# Extension type codes. They are part of the format: never renumber, only add (and bump
+# format_version if a code's meaning changes).
+EXT_DECIMAL = 1
+EXT_DATE = 2
+EXT_TIME = 3
+EXT_DATETIME = 4
+EXT_TIMEDELTA = 5
+EXT_UUID = 6
+EXT_MEMORYVIEW = 7
+
+_DATE = struct.Struct(">i")
+_TIMEDELTA = struct.Struct(">iiI")
+_US_PER_SECOND = 1_000_000
+_UTC = datetime.UTC
+
+
+def _tz_token(tz: datetime.tzinfo | None, when: datetime.datetime | None) -> int | str | None:
+    """A plain-data name for a tzinfo: None (naive), "UTC", a zoneinfo key, or fixed offset seconds."""
+    if tz is None:
+        return None
+    if tz is _UTC:
+        return "UTC"
+    if isinstance(tz, zoneinfo.ZoneInfo):
+        return f"zi:{tz.key}"
+    if isinstance(tz, datetime.timezone):
+        offset = tz.utcoffset(when)
+        return int(offset.total_seconds() * _US_PER_SECOND)
+    raise TypeError(f"cannot encode tzinfo of type {type(tz).__name__}")
+
+
+def _tz_from_token(token: int | str | None) -> datetime.tzinfo | None:
+    if token is None:
+        return None
+    if token == "UTC":
+        return _UTC
+    if isinstance(token, str):
+        return zoneinfo.ZoneInfo(token.removeprefix("zi:"))
+    return datetime.timezone(datetime.timedelta(microseconds=token))
+
+
+def _us_of_day(t: datetime.time | datetime.datetime) -> int:
+    return ((t.hour * 60 + t.minute) * 60 + t.second) * _US_PER_SECOND + t.microsecond
+
+
+def _encode_datetime(value: datetime.datetime) -> msgpack.ExtType:
+    token = _tz_token(value.tzinfo, value)
+    body = msgpack.packb([value.toordinal(), _us_of_day(value), token, value.fold])
+    return msgpack.ExtType(EXT_DATETIME, body)
+
+
+def _encode_time(value: datetime.time) -> msgpack.ExtType:
+    body = msgpack.packb([_us_of_day(value), _tz_token(value.tzinfo, None), value.fold])
+    return msgpack.ExtType(EXT_TIME, body)
+
+
+def _default(value: Any) -> Any:
+    # Called by msgpack for every value it has no native encoding for. Order: most common first.
+    if isinstance(value, datetime.datetime):
+        return _encode_datetime(value)
+    if isinstance(value, Decimal):
+        return msgpack.ExtType(EXT_DECIMAL, str(value).encode("ascii"))
+    if isinstance(value, datetime.date):
+        return msgpack.ExtType(EXT_DATE, _DATE.pack(value.toordinal()))
+    if isinstance(value, uuid.UUID):
+        return msgpack.ExtType(EXT_UUID, value.bytes)
+    if isinstance(value, datetime.time):
+        return _encode_time(value)
+    if isinstance(value, datetime.timedelta):
+        return msgpack.ExtType(
+            EXT_TIMEDELTA, _TIMEDELTA.pack(value.days, value.seconds, value.microseconds)
+        )
+    if isinstance(value, memoryview):
+        # PostgreSQL drivers return BinaryField values as memoryview; keep the type.
+        return msgpack.ExtType(EXT_MEMORYVIEW, value.tobytes())
+    if isinstance(value, FieldFile):
+        # The column stores the file's name; the model's descriptor wraps it again on access.
+        return value.name
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _split_day(ordinal: int, us: int) -> datetime.datetime:
+    seconds, micro = divmod(us, _US_PER_SECOND)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    day = datetime.date.fromordinal(ordinal)
+    return datetime.datetime(day.year, day.month, day.day, hour, minute, second, micro)
+
+
+def _decode_datetime(body: bytes) -> datetime.datetime:
+    ordinal, us, token, fold = msgpack.unpackb(body)
+    naive = _split_day(ordinal, us)
+    return naive.replace(tzinfo=_tz_from_token(token), fold=fold)
+
+
+def _decode_time(body: bytes) -> datetime.time:
+    us, token, fold = msgpack.unpackb(body)
+    return _split_day(1, us).time().replace(tzinfo=_tz_from_token(token), fold=fold)
+
+
+def _decode_timedelta(body: bytes) -> datetime.timedelta:
+    days, seconds, micro = _TIMEDELTA.unpack(body)
+    return datetime.timedelta(days=days, seconds=seconds, microseconds=micro)
+
+
+_DECODERS: dict[int, Callable[[bytes], Any]] = {
+    EXT_DECIMAL: lambda body: Decimal(body.decode("ascii")),
+    EXT_DATE: lambda body: datetime.date.fromordinal(_DATE.unpack(body)[0]),
+    EXT_TIME: _decode_time,
+    EXT_DATETIME: _decode_datetime,
+    EXT_TIMEDELTA: _decode_timedelta,
+    EXT_UUID: lambda body: uuid.UUID(bytes=body),
+    EXT_MEMORYVIEW: memoryview,
+}
+
+
+def _ext_hook(code: int, body: bytes) -> Any:
+    try:
+        return _DECODERS[code](body)
+    except KeyError:
+        raise CorruptEntry(f"unknown msgpack extension type {code}") from None
+
+
+class MsgpackSerializer(BaseSerializer):
+    """The default: MessagePack with extension types for the values Django's fields return.
+
+    Type-faithful for every built-in concrete field (a ``Decimal`` comes back a ``Decimal``, an aware
+    ``datetime`` with the same ``tzinfo``, a PostgreSQL ``memoryview`` a ``memoryview``) and decodes
+    nothing but plain data: no class is ever looked up from the bytes.
+    """
+
+    format_version = "mp-1"
+
+    def dumps(self, values: Sequence[Any]) -> bytes:
+        try:
+            data: bytes = msgpack.packb(values, default=_default, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise NotCacheable(str(exc)) from exc
+        return data
+
+    def loads(self, data: bytes) -> list[Any]:
+        try:
+            values = msgpack.unpackb(
+                data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
+            )
+        except CorruptEntry:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types for malformed input
+            raise CorruptEntry(str(exc)) from exc
+        if not isinstance(values, list):
+            raise CorruptEntry("entry payload is not a list")
+        return values

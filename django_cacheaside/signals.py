@@ -1,0 +1,30 @@
+"""The app's own signals. Stats and your code subscribe to them; the read path only sends.
+
+Every signal is sent with ``sender`` set to the model class (``cache_error``: the backend class).
+
+``cache_hit(sender, key)``
+    An entry was served from Redis. ``key`` is the Redis key.
+``cache_miss(sender, key)``
+    No usable entry; the row is loaded from the database next.
+``cache_fill(sender, key, written, duration)``
+    After a database load on a miss. ``written`` is ``False`` when the fill lost its compare-and-set
+    (the object was invalidated while it loaded) or Redis failed; ``duration`` is the load in seconds.
+``cache_bypass(sender, reason)``
+    A read went straight to the database: ``reason`` is ``"dirty"`` (this transaction wrote the
+    model) or ``"not_cacheable"`` (a value the serializer cannot encode).
+``cache_invalidate(sender, keys, cause)``
+    Entries were dropped. ``cause`` is ``"save"``, ``"delete"`` or ``"manual"``.
+``cache_error(sender, operation, error)``
+    Redis failed during ``operation`` (a backend method name); the caller was answered anyway.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+cache_hit = Signal()
+cache_miss = Signal()
+cache_fill = Signal()
+cache_bypass = Signal()
+cache_invalidate = Signal()
+cache_error = Signal()

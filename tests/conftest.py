@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+
+from django_cacheaside import backend
+from django_cacheaside.conf import app_settings
+
+_test_numbers = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def cache_namespace(settings: Any) -> Iterator[str]:
+    """A key prefix of its own for every test, under the run's prefix: no test sees another's keys."""
+    prefix = f"{django_settings.RUN_PREFIX}:{next(_test_numbers)}"
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "KEY_PREFIX": prefix}
+    yield prefix
+
+
+@pytest.fixture
+def redis_client() -> Any:
+    return backend.get_backend().client
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The keyspace check must see every key the other tests wrote: run it last.
+    last = [item for item in items if item.module.__name__.endswith("test_zz_keyspace")]
+    items[:] = [item for item in items if item not in last] + last
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    app_settings.reload()

@@ -1,0 +1,109 @@
+import uuid
+
+from django.db import models
+
+from django_cacheaside import CacheAsideManager
+
+
+class Org(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+    objects = models.Manager()
+    cached = CacheAsideManager(ttl=120)
+
+
+class Article(models.Model):
+    org = models.ForeignKey(Org, on_delete=models.CASCADE, related_name="articles")
+    slug = models.SlugField()
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+
+    objects = models.Manager()
+    cached = CacheAsideManager()
+
+    class Meta:
+        unique_together = [("org", "slug")]
+
+
+class ProxyArticle(Article):
+    class Meta:
+        proxy = True
+
+
+class Membership(models.Model):
+    org = models.ForeignKey(Org, on_delete=models.CASCADE)
+    email = models.EmailField()
+    role = models.CharField(max_length=20, default="member")
+
+    cached = CacheAsideManager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "email"], name="one_membership")]
+
+
+class Token(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    label = models.CharField(max_length=50)
+
+    cached = CacheAsideManager()
+
+
+class Timestamped(models.Model):
+    created = models.DateTimeField(auto_now_add=True)
+
+    cached = CacheAsideManager(ttl=60)
+
+    class Meta:
+        abstract = True
+
+
+class Note(Timestamped):
+    text = models.CharField(max_length=100)
+
+
+class Place(models.Model):
+    name = models.CharField(max_length=100)
+
+    cached = CacheAsideManager()
+
+
+class Restaurant(Place):
+    serves_pizza = models.BooleanField(default=False)
+
+
+class Uncached(models.Model):
+    name = models.CharField(max_length=10)
+
+
+class AllTypes(models.Model):
+    """One column of every concrete built-in field type."""
+
+    char = models.CharField(max_length=50)
+    text = models.TextField()
+    slug = models.SlugField()
+    email = models.EmailField()
+    url = models.URLField()
+    small = models.SmallIntegerField()
+    integer = models.IntegerField()
+    big = models.BigIntegerField()
+    positive_small = models.PositiveSmallIntegerField()
+    positive = models.PositiveIntegerField()
+    positive_big = models.PositiveBigIntegerField()
+    floating = models.FloatField()
+    decimal = models.DecimalField(max_digits=12, decimal_places=4)
+    boolean = models.BooleanField()
+    nullable_boolean = models.BooleanField(null=True)
+    date = models.DateField()
+    time = models.TimeField()
+    moment = models.DateTimeField()
+    duration = models.DurationField()
+    uuid = models.UUIDField()
+    binary = models.BinaryField()
+    json = models.JSONField()
+    ip = models.GenericIPAddressField()
+    file = models.FileField(upload_to="files/", blank=True)
+    image = models.ImageField(upload_to="images/", blank=True)
+    org = models.ForeignKey(Org, null=True, on_delete=models.SET_NULL)
+    nothing = models.CharField(max_length=10, null=True)
+
+    cached = CacheAsideManager()
