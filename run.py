@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""One entry point for development: ``python3 run.py <command> [args]``.
+
+Each command first makes sure ``.venv/`` exists and has the project installed with its dev extras
+(re-installing when ``pyproject.toml`` changed), so on a fresh clone it is the only thing to run.
+
+    demo    migrate, seed and run the example project's demo (SQLite + embedded Redis by default)
+    serve   migrate, seed and serve the example project on http://127.0.0.1:8000/
+    test    the test suite (pytest arguments may follow)
+    smoke   the example project's own smoke tests (example_project/tests)
+    lint    ruff check, ruff format --check, mypy --strict
+    bench   the benchmark table (benchmarks/run.py; arguments may follow)
+
+``DATABASE_URL`` (postgres://...) and ``REDIS_URL`` (redis://...) are used when set and reachable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("CACHEASIDE_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+EXAMPLE = ROOT / "example_project"
+
+
+def log(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def run(*args: str | Path, cwd: Path = ROOT) -> None:
+    completed = subprocess.run([str(a) for a in args], cwd=cwd)
+    if completed.returncode:
+        sys.exit(completed.returncode)
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("django-cacheaside needs Python 3.11 or newer.")
+    stamp = VENV / ".installed"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        log(f"creating a virtualenv in {VENV}")
+        venv.create(VENV, with_pip=True)
+    log("installing django-cacheaside with its dev extras (pip install -e '.[dev]')")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    stamp.write_text(wanted)
+
+
+def manage(*args: str) -> None:
+    run(PYTHON, "manage.py", *args, cwd=EXAMPLE)
+
+
+def prepare_example() -> None:
+    manage("migrate", "--noinput", "--verbosity", "0")
+    manage("seed")
+
+
+def main(argv: list[str]) -> None:
+    command, rest = (argv[0], argv[1:]) if argv else ("help", [])
+    if command in ("help", "-h", "--help"):
+        print(__doc__)
+        return
+    ensure_venv()
+    if command == "demo":
+        prepare_example()
+        manage("demo", *rest)
+    elif command == "serve":
+        prepare_example()
+        manage("runserver", "127.0.0.1:8000", *rest)
+    elif command == "test":
+        run(PYTHON, "-m", "pytest", *rest)
+    elif command == "smoke":
+        run(PYTHON, "-m", "pytest", "-c", "pytest.ini", *rest, cwd=EXAMPLE)
+    elif command == "lint":
+        run(BIN / "ruff", "check", ".")
+        run(BIN / "ruff", "format", "--check", ".")
+        run(BIN / "mypy", "django_cacheaside", "tests")
+    elif command == "bench":
+        run(PYTHON, "benchmarks/run.py", *rest)
+    else:
+        sys.exit(f"unknown command {command!r}; try: python3 run.py help")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
