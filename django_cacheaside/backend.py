@@ -43,7 +43,7 @@ logger = logging.getLogger("django_cacheaside")
 
 READ_OR_BEGIN = """
 local d, s = unpack(redis.call('HMGET', KEYS[1], 'd', 's'))
-if d then return {1, d} end
+if d and ARGV[3] == '1' then return {1, d} end
 if not s then
   s = ARGV[1]
   redis.call('HSET', KEYS[1], 's', s)
@@ -109,7 +109,9 @@ _errors = _ErrorLog()
 
 def report_error(operation: str, error: Exception) -> None:
     """Log (rate-limited) and signal a cache failure found outside the backend, e.g. a bad entry."""
-    _errors.report(operation, error if isinstance(error, BackendError) else BackendError(str(error)))
+    if not isinstance(error, BackendError):
+        error = BackendError(f"{type(error).__name__}: {error}")
+    _errors.report(operation, error)
 
 
 def fail_open(default: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -190,16 +192,21 @@ class Backend:
             return []
         return self._read_many(keys) or [None] * len(keys)
 
-    def read_or_begin(self, key: str, ttl_ms: int) -> Read:
-        return self.read_or_begin_many([key], ttl_ms)[0]
+    def read_or_begin(self, key: str, ttl_ms: int, *, entry: bool = True) -> Read:
+        """The entry under ``key`` or else its stamp (created if missing, with ``ttl_ms``).
+
+        ``entry=False`` always answers the stamp: for replacing an entry the reader cannot use.
+        """
+        return self.read_or_begin_many([key], ttl_ms, entry=entry)[0]
 
     @fail_open(default=None)
-    def _read_or_begin_many(self, keys: Sequence[str], ttl_ms: int) -> list[Read]:
+    def _read_or_begin_many(self, keys: Sequence[str], ttl_ms: int, entry: bool) -> list[Read]:
         _src, sha = _SCRIPTS["read_or_begin"]
+        want = 1 if entry else 0
 
         def queue(pipe: Any) -> None:
             for key in keys:
-                pipe.evalsha(sha, 1, key, new_stamp(), ttl_ms)
+                pipe.evalsha(sha, 1, key, new_stamp(), ttl_ms, want)
 
         replies = self._run_pipeline(queue)
         return [
@@ -207,11 +214,13 @@ class Backend:
             for flag, value in replies
         ]
 
-    def read_or_begin_many(self, keys: Sequence[str], ttl_ms: int) -> list[Read]:
+    def read_or_begin_many(
+        self, keys: Sequence[str], ttl_ms: int, *, entry: bool = True
+    ) -> list[Read]:
         """For each key in one round trip: its entry, or the stamp a fill must match."""
         if not keys:
             return []
-        return self._read_or_begin_many(keys, ttl_ms) or [UNAVAILABLE] * len(keys)
+        return self._read_or_begin_many(keys, ttl_ms, entry) or [UNAVAILABLE] * len(keys)
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -222,11 +222,16 @@ class CacheAsideManager(Generic[M]):
     def _lookup_entry(self, db: str, key: str, fill: bool) -> tuple[Any, Read]:
         """The decoded entry under ``key`` (or ``None``) and, on a miss, the stamp to fill with."""
         backend = get_backend()
-        found = self._decode(db, key, backend.read(key))
+        entry = backend.read(key)
+        found = self._decode(db, key, entry)
         if found is not None:
             return found, UNAVAILABLE
-        read = backend.read_or_begin(key, self._ttl_ms()) if fill else UNAVAILABLE
-        found = self._decode(db, key, read.entry)
+        if not fill:
+            read = UNAVAILABLE
+        else:
+            # An entry we could not use (another schema, corrupt) is replaced: ask for the stamp.
+            read = backend.read_or_begin(key, self._ttl_ms(), entry=entry is None)
+            found = self._decode(db, key, read.entry)
         if found is None:
             signals.cache_miss.send(sender=self.model, key=key)
         return found, read
@@ -288,13 +293,21 @@ class CacheAsideManager(Generic[M]):
             reads = [Read(e, None) for e in backend.read_many(list(key_of.values()))]
         found: dict[Any, Any] = {}
         stamps: dict[Any, bytes | None] = {}
+        unusable: list[Any] = []
         for pk, read in zip(wanted, reads, strict=True):
             obj = self._decode(db, key_of[pk], read.entry)
             if obj is None:
                 signals.cache_miss.send(sender=self.model, key=key_of[pk])
                 stamps[pk] = read.stamp
+                if read.entry is not None:
+                    unusable.append(pk)
             elif isinstance(obj, self.model):  # type: ignore[arg-type]
                 found[pk] = obj
+        if fill and unusable:
+            # Entries of another schema, or corrupt: take their stamps so the fill replaces them.
+            again = backend.read_or_begin_many([key_of[pk] for pk in unusable], self._ttl_ms(),
+                                               entry=False)
+            stamps.update((pk, read.stamp) for pk, read in zip(unusable, again, strict=True))
         if stamps:
             started = time.perf_counter()
             loaded = self._base(db).in_bulk(list(stamps))
