@@ -41,7 +41,7 @@ def run(*args: str | Path, cwd: Path = ROOT) -> None:
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - says so instead of failing obscurely
         sys.exit("django-cacheaside needs Python 3.11 or newer.")
     stamp = VENV / ".installed"
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()

@@ -61,8 +61,10 @@ end
 return 0
 """
 
-_SCRIPTS = {name: (src, hashlib.sha1(src.encode()).hexdigest()) for name, src in
-            {"read_or_begin": READ_OR_BEGIN, "fill": FILL}.items()}
+_SCRIPTS = {
+    name: (src, hashlib.sha1(src.encode()).hexdigest())
+    for name, src in {"read_or_begin": READ_OR_BEGIN, "fill": FILL}.items()
+}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,7 +102,9 @@ class _ErrorLog:
             self._next_log = now + float(app_settings.ERROR_LOG_INTERVAL)
         logger.warning(
             "Redis %s failed, answering from the database: %s (%d similar failures not logged)",
-            operation, error, suppressed,
+            operation,
+            error,
+            suppressed,
         )
 
 
@@ -156,7 +160,7 @@ class Backend:
         for src, _sha in _SCRIPTS.values():
             self.client.script_load(src)
 
-    def _run_pipeline(self, queue: Callable[[Any], None]) -> list[Any]:
+    def _run_pipeline(self, queue: Callable[[Any], object]) -> list[Any]:
         """Queue commands with ``queue(pipe)`` and send them in one round trip.
 
         Scripts go as EVALSHA; if the server lost them (restart, ``SCRIPT FLUSH``) they are loaded
@@ -272,7 +276,9 @@ def _client_from_settings() -> redis.Redis:
     configured = app_settings.REDIS
     if configured:
         if not isinstance(configured, str):
-            raise ImproperlyConfigured("CACHEASIDE['REDIS'] must be a redis:// URL or a dotted path.")
+            raise ImproperlyConfigured(
+                "CACHEASIDE['REDIS'] must be a redis:// URL or a dotted path."
+            )
         if "://" in configured:
             return redis.Redis.from_url(configured)
         client: redis.Redis = import_string(configured)()
@@ -334,7 +340,7 @@ class RoundTripCounter:
         def counting(conn: Any, command: Any, check_health: bool = True) -> Any:
             if threading.get_ident() == counter._thread:
                 counter.count += 1
-            return original(conn, command, check_health)
+            return original(conn, command, check_health)  # type: ignore[no-untyped-call]
 
         self._original = original
         target.send_packed_command = counting  # type: ignore[method-assign]

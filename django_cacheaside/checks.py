@@ -24,47 +24,63 @@ def _ttl_errors(where: str, options: dict[str, Any], obj: Any = None) -> list[Ch
     errors: list[CheckMessage] = []
     for name, check_id in (("TTL", "cacheaside.E003"), ("NEGATIVE_TTL", "cacheaside.E004")):
         if name in options and not _positive_number(options[name]):
-            errors.append(Error(
-                f"{where} {name} is {options[name]!r}: every key must expire.",
-                hint=f"Set {name} to a number of seconds greater than 0 (e.g. 300).",
-                obj=obj, id=check_id,
-            ))
+            errors.append(
+                Error(
+                    f"{where} {name} is {options[name]!r}: every key must expire.",
+                    hint=f"Set {name} to a number of seconds greater than 0 (e.g. 300).",
+                    obj=obj,
+                    id=check_id,
+                )
+            )
     if "TTL_JITTER" in options:
         jitter = options["TTL_JITTER"]
-        if not (isinstance(jitter, int | float) and not isinstance(jitter, bool) and 0 <= jitter < 1):
-            errors.append(Error(
-                f"{where} TTL_JITTER is {jitter!r}.",
-                hint="Use a fraction from 0 (no jitter) up to but excluding 1; 0.1 means +-10%.",
-                obj=obj, id="cacheaside.E005",
-            ))
+        if not (
+            isinstance(jitter, int | float) and not isinstance(jitter, bool) and 0 <= jitter < 1
+        ):
+            errors.append(
+                Error(
+                    f"{where} TTL_JITTER is {jitter!r}.",
+                    hint="Use a fraction from 0 (no jitter) up to but excluding 1; 0.1 means +-10%.",
+                    obj=obj,
+                    id="cacheaside.E005",
+                )
+            )
     return errors
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     value = getattr(settings, SETTING_NAME, {})
     if not isinstance(value, dict):
-        return [Error(
-            f"settings.{SETTING_NAME} must be a dict, not {type(value).__name__}.",
-            hint="Write CACHEASIDE = {'TTL': 300, ...}.", id="cacheaside.E001",
-        )]
+        return [
+            Error(
+                f"settings.{SETTING_NAME} must be a dict, not {type(value).__name__}.",
+                hint="Write CACHEASIDE = {'TTL': 300, ...}.",
+                id="cacheaside.E001",
+            )
+        ]
     errors: list[CheckMessage] = []
     unknown = sorted(set(value) - set(DEFAULTS))
     if unknown:
-        errors.append(Error(
-            f"Unknown key(s) in settings.{SETTING_NAME}: {', '.join(unknown)}.",
-            hint=f"Valid keys: {', '.join(sorted(DEFAULTS))}.", id="cacheaside.E002",
-        ))
+        errors.append(
+            Error(
+                f"Unknown key(s) in settings.{SETTING_NAME}: {', '.join(unknown)}.",
+                hint=f"Valid keys: {', '.join(sorted(DEFAULTS))}.",
+                id="cacheaside.E002",
+            )
+        )
     errors += _ttl_errors(f"settings.{SETTING_NAME}", value)
     if not value.get("REDIS"):
         alias = value.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
         backend = settings.CACHES.get(alias, {}).get("BACKEND")
         if backend not in REDIS_BACKENDS:
-            errors.append(Error(
-                f"CACHEASIDE uses CACHES[{alias!r}], whose BACKEND is {backend!r}, not Redis.",
-                hint="Point CACHE_ALIAS at a django_redis.cache.RedisCache (or Django's RedisCache) "
-                "alias, or set CACHEASIDE['REDIS'] to a redis:// URL.",
-                id="cacheaside.E006",
-            ))
+            errors.append(
+                Error(
+                    f"CACHEASIDE uses CACHES[{alias!r}], whose BACKEND is {backend!r}, not Redis.",
+                    hint="Point CACHE_ALIAS at a django_redis.cache.RedisCache (or Django's RedisCache) "
+                    "alias, or set CACHEASIDE['REDIS'] to a redis:// URL.",
+                    id="cacheaside.E006",
+                )
+            )
     errors += _model_entry_errors(value.get("MODELS", {}))
     serializer = value.get("SERIALIZER", DEFAULTS["SERIALIZER"])
     try:
@@ -73,43 +89,56 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     except ImportError:
         valid = False
     if not valid:
-        errors.append(Error(
-            f"CACHEASIDE['SERIALIZER'] is {serializer!r}, not an importable BaseSerializer subclass.",
-            hint="Use 'django_cacheaside.serializers.msgpack.MsgpackSerializer' (the default).",
-            id="cacheaside.E008",
-        ))
+        errors.append(
+            Error(
+                f"CACHEASIDE['SERIALIZER'] is {serializer!r}, not an importable BaseSerializer subclass.",
+                hint="Use 'django_cacheaside.serializers.msgpack.MsgpackSerializer' (the default).",
+                id="cacheaside.E008",
+            )
+        )
     prefix = value.get("KEY_PREFIX", "")
     if not isinstance(prefix, str) or any(c in prefix for c in "{} "):
-        errors.append(Error(
-            f"CACHEASIDE['KEY_PREFIX'] is {prefix!r}.",
-            hint="Use a string without spaces or braces, e.g. 'myapp-prod'.", id="cacheaside.E009",
-        ))
+        errors.append(
+            Error(
+                f"CACHEASIDE['KEY_PREFIX'] is {prefix!r}.",
+                hint="Use a string without spaces or braces, e.g. 'myapp-prod'.",
+                id="cacheaside.E009",
+            )
+        )
     return errors
 
 
 def _model_entry_errors(entries: Any) -> list[CheckMessage]:
     if not isinstance(entries, dict):
-        return [Error(
-            "CACHEASIDE['MODELS'] must be a dict of {'app_label.ModelName': {options}}.",
-            hint="For example {'auth.User': {'ttl': 600}}.", id="cacheaside.E007",
-        )]
+        return [
+            Error(
+                "CACHEASIDE['MODELS'] must be a dict of {'app_label.ModelName': {options}}.",
+                hint="For example {'auth.User': {'ttl': 600}}.",
+                id="cacheaside.E007",
+            )
+        ]
     errors: list[CheckMessage] = []
     for label, options in entries.items():
         try:
             model = apps.get_model(label)
         except (LookupError, ValueError):
-            errors.append(Error(
-                f"CACHEASIDE['MODELS'] names {label!r}, which is not an installed model.",
-                hint="Use 'app_label.ModelName' of a model in INSTALLED_APPS.", id="cacheaside.E007",
-            ))
+            errors.append(
+                Error(
+                    f"CACHEASIDE['MODELS'] names {label!r}, which is not an installed model.",
+                    hint="Use 'app_label.ModelName' of a model in INSTALLED_APPS.",
+                    id="cacheaside.E007",
+                )
+            )
             continue
         if not registry.is_cached(model):
-            errors.append(Error(
-                f"CACHEASIDE['MODELS'][{label!r}] could not be registered with options {options!r}.",
-                hint="Options are CacheAsideManager's: ttl, negative_ttl, jitter; and the model must "
-                "not already have an attribute named like MANAGER_NAME.",
-                id="cacheaside.E007",
-            ))
+            errors.append(
+                Error(
+                    f"CACHEASIDE['MODELS'][{label!r}] could not be registered with options {options!r}.",
+                    hint="Options are CacheAsideManager's: ttl, negative_ttl, jitter; and the model must "
+                    "not already have an attribute named like MANAGER_NAME.",
+                    id="cacheaside.E007",
+                )
+            )
     return errors
 
 

@@ -84,8 +84,10 @@ def database(env_var: str = "DATABASE_URL", sqlite_name: str = ":memory:") -> di
     if url and not url.startswith("sqlite:"):
         parts = urlsplit(url)
         if not reachable(f"tcp://{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"):
-            print(f"django-cacheaside: {env_var} ({url}) is not reachable; using SQLite",
-                  file=sys.stderr)
+            print(
+                f"django-cacheaside: {env_var} ({url}) is not reachable; using SQLite",
+                file=sys.stderr,
+            )
             url = ""
     entry = database_from_url(url)
     if not url:

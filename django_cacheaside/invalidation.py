@@ -42,9 +42,7 @@ def keys_for(model: type[models.Model], pk: Any, instance: models.Model | None =
     return result
 
 
-def invalidate_keys(
-    model: type[models.Model], stale: list[str], using: str, cause: str
-) -> None:
+def invalidate_keys(model: type[models.Model], stale: list[str], using: str, cause: str) -> None:
     """Delete ``stale`` keys now and, inside a transaction on ``using``, again when it commits."""
     if not stale:
         return

@@ -40,7 +40,7 @@ class LookupResolver:
     def __init__(self, model: type[models.Model]) -> None:
         meta = model._meta
         self.model = model
-        self.pk_attname: str = meta.pk.attname  # type: ignore[union-attr]
+        self.pk_attname: str = meta.pk.attname
         self._pk_field = meta.pk
         self._sets = {frozenset(f.attname for f in fields): fields for fields in _unique_sets(meta)}
         self._fields: dict[str, models.Field[Any, Any]] = {}
@@ -48,22 +48,24 @@ class LookupResolver:
             for alias in {field.name, field.attname}:
                 self._fields[alias] = field
                 self._fields[f"{alias}__exact"] = field
-        self._fields["pk"] = self._fields["pk__exact"] = meta.pk  # type: ignore[assignment]
+        self._fields["pk"] = self._fields["pk__exact"] = meta.pk
 
     def instance_lookups(self, obj: models.Model) -> list[Lookup]:
         """The unique (non-pk) lookups that would find ``obj`` now, skipping sets with a None."""
         result = []
-        for names, fields in self._sets.items():
+        for fields in self._sets.values():
             if fields == (self._pk_field,):
                 continue
             values = [getattr(obj, f.attname) for f in fields]
             if any(v is None for v in values):
                 continue
             try:
-                items = tuple(sorted(
-                    (f.attname, self._normalise(f, v, f.name))
-                    for f, v in zip(fields, values, strict=True)
-                ))
+                items = tuple(
+                    sorted(
+                        (f.attname, self._normalise(f, v, f.name))
+                        for f, v in zip(fields, values, strict=True)
+                    )
+                )
             except ValueError:
                 continue  # a value the lookup could never be written with: nothing to clear
             result.append(Lookup(items, False))
@@ -85,7 +87,7 @@ class LookupResolver:
         )
 
     def normalise_pk(self, value: Any) -> Any:
-        return self._normalise(self._pk_field, value, "pk")  # type: ignore[arg-type]
+        return self._normalise(self._pk_field, value, "pk")
 
     def _normalise(self, field: models.Field[Any, Any], value: Any, name: str) -> Any:
         if value is None:
@@ -102,7 +104,9 @@ class LookupResolver:
         try:
             return target.to_python(value)
         except ValidationError as exc:
-            raise ValueError(f"Field {name!r} of {self.model._meta.label}: {exc.messages[0]}") from exc
+            raise ValueError(
+                f"Field {name!r} of {self.model._meta.label}: {exc.messages[0]}"
+            ) from exc
 
     def resolve(self, lookups: Mapping[str, Any]) -> Lookup:
         if not lookups:

@@ -12,7 +12,7 @@ import operator
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 from django.db import connections, models, router
 
@@ -23,7 +23,18 @@ from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 from django_cacheaside.lookups import Lookup, LookupResolver
 from django_cacheaside.serializers.base import BaseSerializer
 
-M = TypeVar("M", bound=models.Model)
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    # A default, so `cached = CacheAsideManager()` needs no annotation; `Article.cached` is then
+    # typed CacheAsideManager[Article] through __get__.
+    M = TypeVar("M", bound=models.Model, default=models.Model)
+    Owner = TypeVar("Owner", bound=models.Model)
+else:
+    from typing import TypeVar
+
+    M = TypeVar("M", bound=models.Model)
+    Owner = TypeVar("Owner", bound=models.Model)
 
 _UNSET: Any = object()
 # What a decoded entry can be besides an instance.
@@ -91,7 +102,7 @@ class CacheAsideManager(Generic[M]):
         *,
         ttl: float | None = _UNSET,
         negative_ttl: float | None = _UNSET,
-        jitter: float = _UNSET,
+        jitter: float | None = _UNSET,
     ) -> None:
         self._options = {"TTL": ttl, "NEGATIVE_TTL": negative_ttl, "TTL_JITTER": jitter}
         self.model: type[M] | None = None
@@ -126,18 +137,20 @@ class CacheAsideManager(Generic[M]):
         assert self.model is not None
         return keys.model_label(self.model)
 
-    def __get__(self, instance: Any, owner: type[models.Model]) -> CacheAsideManager[M]:
+    def __get__(self, instance: Any, owner: type[Owner]) -> CacheAsideManager[Owner]:
         if instance is not None:
-            raise AttributeError(f"{self.name} is accessible via {owner.__name__}, not its instances.")
+            raise AttributeError(
+                f"{self.name} is accessible via {owner.__name__}, not its instances."
+            )
         if owner is self.model:
-            return self
+            return cast("CacheAsideManager[Owner]", self)
         bound = registry.manager_for(owner)
         if bound is None:
             raise AttributeError(
                 f"{owner.__name__}.{self.name} is not bound to {owner.__name__} yet: "
                 "add django_cacheaside to INSTALLED_APPS (it binds inherited managers when ready)."
             )
-        return bound  # type: ignore[return-value]
+        return bound
 
     # -- options -------------------------------------------------------------------------------
 
@@ -180,6 +193,7 @@ class CacheAsideManager(Generic[M]):
     def _policy(self) -> tuple[str, bool | None]:
         """``(db, fill)``: fill is ``None`` when this transaction wrote the model (bypass)."""
         model = self.model
+        assert model is not None
         db = router.db_for_write(model) if router.routers else "default"
         conn = connections[db]
         if not conn.in_atomic_block:
@@ -247,7 +261,7 @@ class CacheAsideManager(Generic[M]):
             raise self._does_not_exist()
         if not isinstance(found, self.model):  # type: ignore[arg-type]
             raise self._does_not_exist()  # a pointer under an object key: treat as absent
-        return found  # type: ignore[return-value]
+        return found
 
     def _get_unique(self, db: str, lookup: Lookup, fill: bool) -> M:
         key = self.key_for_lookup(lookup)
@@ -305,8 +319,9 @@ class CacheAsideManager(Generic[M]):
                 found[pk] = obj
         if fill and unusable:
             # Entries of another schema, or corrupt: take their stamps so the fill replaces them.
-            again = backend.read_or_begin_many([key_of[pk] for pk in unusable], self._ttl_ms(),
-                                               entry=False)
+            again = backend.read_or_begin_many(
+                [key_of[pk] for pk in unusable], self._ttl_ms(), entry=False
+            )
             stamps.update((pk, read.stamp) for pk, read in zip(unusable, again, strict=True))
         if stamps:
             started = time.perf_counter()
@@ -370,6 +385,8 @@ class CacheAsideManager(Generic[M]):
         signals.cache_fill.send(sender=self.model, key=key, written=written, duration=duration)
 
     def _does_not_exist(self) -> Exception:
-        model = self.model
-        assert model is not None
-        return model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
+        model: Any = self.model
+        error: Exception = model.DoesNotExist(
+            f"{model._meta.object_name} matching query does not exist."
+        )
+        return error

@@ -15,7 +15,9 @@ def on_save(sender: type[models.Model], instance: models.Model, using: str, **kw
     invalidate_instance(instance, using, "save")
 
 
-def on_delete(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+def on_delete(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
     invalidate_instance(instance, using, "delete")
 
 

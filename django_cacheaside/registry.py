@@ -79,8 +79,11 @@ def bind_inherited() -> None:
             continue
         for klass in model.__mro__[1:]:
             inherited = next(
-                ((name, value) for name, value in vars(klass).items()
-                 if isinstance(value, CacheAsideManager)),
+                (
+                    (name, value)
+                    for name, value in vars(klass).items()
+                    if isinstance(value, CacheAsideManager)
+                ),
                 None,
             )
             if inherited is not None:
@@ -117,7 +120,9 @@ def register(
     existing = model.__dict__.get(attribute)
     if existing is not None:
         if isinstance(existing, CacheAsideManager):
-            raise ValueError(f"{model._meta.label} is already registered as {model.__name__}.{attribute}.")
+            raise ValueError(
+                f"{model._meta.label} is already registered as {model.__name__}.{attribute}."
+            )
         raise ValueError(
             f"{model._meta.label} already has an attribute {attribute!r}; pass register(..., name=...)."
         )

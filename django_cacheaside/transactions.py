@@ -33,7 +33,8 @@ class PendingInvalidation:
 
 
 def _pending_callbacks(conn: BaseDatabaseWrapper) -> Iterable[tuple[set[str], Any]]:
-    for sids, func, *_robust in conn.run_on_commit:
+    for entry in conn.run_on_commit:
+        sids, func = entry[0], entry[1]
         if isinstance(func, PendingInvalidation):
             yield sids, func
 
@@ -60,7 +61,9 @@ def queue(
 
 def wrote(conn: BaseDatabaseWrapper, label: str) -> bool:
     """Whether the transaction open on ``conn`` has written (and not rolled back) model ``label``."""
-    return conn.in_atomic_block and any(label in f.labels for _s, f in _pending_callbacks(conn))
+    if not conn.in_atomic_block:
+        return False
+    return any(label in f.labels for _s, f in _pending_callbacks(conn))
 
 
 def fill_is_safe(conn: BaseDatabaseWrapper) -> bool:
@@ -80,7 +83,7 @@ def fill_is_safe(conn: BaseDatabaseWrapper) -> bool:
         return getattr(conn, "isolation_level", None) == IsolationLevel.READ_COMMITTED
     if vendor == "mysql":
         level = conn.settings_dict.get("OPTIONS", {}).get("isolation_level")
-        return level == "read committed"
+        return bool(level == "read committed")
     if vendor == "sqlite":
         return not _sqlite_wal(conn)
     return False

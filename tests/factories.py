@@ -7,33 +7,34 @@ import uuid
 from typing import Any
 
 import factory
+from factory.declarations import Sequence, SubFactory
 
 from tests.testapp import models
 
 
-class OrgFactory(factory.django.DjangoModelFactory):
+class OrgFactory(factory.django.DjangoModelFactory[models.Org]):
     class Meta:
         model = models.Org
 
-    name = factory.Sequence(lambda n: f"org-{n}")
+    name = Sequence(lambda n: f"org-{n}")
 
 
-class ArticleFactory(factory.django.DjangoModelFactory):
+class ArticleFactory(factory.django.DjangoModelFactory[models.Article]):
     class Meta:
         model = models.Article
 
-    org = factory.SubFactory(OrgFactory)
-    slug = factory.Sequence(lambda n: f"article-{n}")
-    title = factory.Sequence(lambda n: f"Title {n}")
+    org = SubFactory(OrgFactory)
+    slug = Sequence(lambda n: f"article-{n}")
+    title = Sequence(lambda n: f"Title {n}")
     body = "Some text."
 
 
-class MembershipFactory(factory.django.DjangoModelFactory):
+class MembershipFactory(factory.django.DjangoModelFactory[models.Membership]):
     class Meta:
         model = models.Membership
 
-    org = factory.SubFactory(OrgFactory)
-    email = factory.Sequence(lambda n: f"user{n}@example.com")
+    org = SubFactory(OrgFactory)
+    email = Sequence(lambda n: f"user{n}@example.com")
 
 
 def all_types_values(**overrides: Any) -> dict[str, Any]:

@@ -11,7 +11,10 @@ CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": RE
 RUN_PREFIX = f"cacheaside-test-{uuid.uuid4().hex[:12]}"
 CACHEASIDE = {"KEY_PREFIX": RUN_PREFIX, "MODELS": {"auth.User": {"ttl": 600}}}
 INSTALLED_APPS = [
-    "django.contrib.auth", "django.contrib.contenttypes", "django_cacheaside", "tests.testapp",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django_cacheaside",
+    "tests.testapp",
 ]
 SECRET_KEY = "tests"
 USE_TZ = True

@@ -23,7 +23,7 @@ def warm(model: Any, pk: Any) -> None:
 
 
 def test_save_invalidates_with_one_round_trip() -> None:
-    article = ArticleFactory(title="old")
+    article = ArticleFactory.create(title="old")
     warm(Article, article.pk)
     article.title = "new"
     with count_round_trips() as trips:
@@ -33,7 +33,7 @@ def test_save_invalidates_with_one_round_trip() -> None:
 
 
 def test_delete_invalidates() -> None:
-    article = ArticleFactory()
+    article = ArticleFactory.create()
     pk = article.pk
     warm(Article, pk)
     article.delete()
@@ -42,7 +42,7 @@ def test_delete_invalidates() -> None:
 
 
 def test_cascade_delete_invalidates_the_children() -> None:
-    article = ArticleFactory()
+    article = ArticleFactory.create()
     pk = article.pk
     warm(Article, pk)
     article.org.delete()
@@ -57,7 +57,7 @@ def test_uncached_models_cost_nothing_on_save() -> None:
 
 
 def test_invalidate_by_hand(django_assert_num_queries: Any) -> None:
-    article = ArticleFactory(title="old")
+    article = ArticleFactory.create(title="old")
     warm(Article, article.pk)
     Article.objects.filter(pk=article.pk).update(title="raw")  # invisible to signals
     assert Article.cached.get(pk=article.pk).title == "old"
@@ -78,7 +78,7 @@ def test_invalidate_rejects_bad_arguments() -> None:
 
 
 def test_invalidation_signal() -> None:
-    article = ArticleFactory()
+    article = ArticleFactory.create()
     causes: list[str] = []
 
     def record(sender: Any, keys: list[str], cause: str, **kwargs: Any) -> None:
@@ -101,8 +101,8 @@ def test_invalidation_signal() -> None:
 def test_reads_inside_a_writing_transaction_bypass_and_never_fill(
     django_assert_num_queries: Any, redis_client: Any
 ) -> None:
-    article = ArticleFactory(title="committed")
-    other = ArticleFactory()
+    article = ArticleFactory.create(title="committed")
+    other = ArticleFactory.create()
     warm(Article, article.pk)
     key = Article.cached.key_for_pk(article.pk)
     with transaction.atomic():
@@ -120,7 +120,7 @@ def test_reads_inside_a_writing_transaction_bypass_and_never_fill(
 
 
 def test_commit_invalidates_again_after_a_concurrent_refill(redis_client: Any) -> None:
-    article = ArticleFactory(title="v1")
+    article = ArticleFactory.create(title="v1")
     committed_v1 = Article.objects.get(pk=article.pk)
     key = Article.cached.key_for_pk(article.pk)
     backend = get_backend()
@@ -137,8 +137,8 @@ def test_commit_invalidates_again_after_a_concurrent_refill(redis_client: Any) -
 
 
 def test_rolled_back_savepoint_drops_its_invalidations(redis_client: Any) -> None:
-    outer = ArticleFactory()
-    inner = ArticleFactory()
+    outer = ArticleFactory.create()
+    inner = ArticleFactory.create()
     with transaction.atomic():
         outer.title = "outer"
         outer.save()
@@ -158,7 +158,7 @@ def test_rolled_back_savepoint_drops_its_invalidations(redis_client: Any) -> Non
 
 
 def test_rolled_back_transaction_leaves_reads_cached(django_assert_num_queries: Any) -> None:
-    article = ArticleFactory()
+    article = ArticleFactory.create()
     warm(Article, article.pk)
     try:
         with transaction.atomic():
@@ -184,7 +184,7 @@ def test_one_commit_sends_one_round_trip_for_many_writes() -> None:
 
 def test_fill_race_never_leaves_a_stale_entry(redis_client: Any) -> None:
     """Reader loads v1; writer commits v2 and invalidates; reader then tries to fill v1."""
-    article = ArticleFactory(title="v1")
+    article = ArticleFactory.create(title="v1")
     loaded, written = threading.Event(), threading.Event()
     manager = Article.cached
     original_load = manager._load
@@ -256,7 +256,7 @@ def test_multi_table_writes_invalidate_parent_and_child() -> None:
 
 
 def test_org_rename_keeps_unique_lookups_exact() -> None:
-    org = OrgFactory(name="before")
+    org = OrgFactory.create(name="before")
     Org.cached.get(name="before")
     org.name = "after"
     org.save()

@@ -85,9 +85,6 @@ def _default(value: Any) -> Any:
         return msgpack.ExtType(
             EXT_TIMEDELTA, _TIMEDELTA.pack(value.days, value.seconds, value.microseconds)
         )
-    if isinstance(value, memoryview):
-        # PostgreSQL drivers return BinaryField values as memoryview; keep the type.
-        return msgpack.ExtType(EXT_MEMORYVIEW, value.tobytes())
     if isinstance(value, FieldFile):
         # The column stores the file's name; the model's descriptor wraps it again on access.
         return value.name
@@ -147,6 +144,12 @@ class MsgpackSerializer(BaseSerializer):
     format_version = "mp-1"
 
     def dumps(self, values: Sequence[Any]) -> bytes:
+        # psycopg2 returns BinaryField values as memoryview, which msgpack would pack as plain bytes
+        # without asking _default: tag them so they come back as memoryview.
+        values = [
+            msgpack.ExtType(EXT_MEMORYVIEW, v.tobytes()) if type(v) is memoryview else v
+            for v in values
+        ]
         try:
             data: bytes = msgpack.packb(values, default=_default, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:

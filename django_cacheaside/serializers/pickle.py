@@ -26,7 +26,7 @@ class PickleSerializer(BaseSerializer):
 
     def loads(self, data: bytes) -> list[Any]:
         try:
-            values = pickle.loads(data)  # noqa: S301 - opt-in serializer, documented as unsafe
+            values = pickle.loads(data)
         except Exception as exc:  # pickle raises anything the payload makes it raise
             raise CorruptEntry(str(exc)) from exc
         if not isinstance(values, list):
