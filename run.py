@@ -12,6 +12,8 @@ Each command first makes sure ``.venv/`` exists and has the project installed wi
     bench   the benchmark table (benchmarks/run.py; arguments may follow)
 
 ``DATABASE_URL`` (postgres://...) and ``REDIS_URL`` (redis://...) are used when set and reachable.
+``CACHEASIDE_VENV`` names another virtualenv directory and ``CACHEASIDE_PIN`` extra requirements
+installed over the dev extras (CI uses them to test e.g. ``CACHEASIDE_PIN='django<5'``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def ensure_venv() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - says so instead of failing obscurely
         sys.exit("django-cacheaside needs Python 3.11 or newer.")
     stamp = VENV / ".installed"
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    pins = os.environ.get("CACHEASIDE_PIN", "").split()
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + repr(pins).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == wanted and PYTHON.exists():
         return
     if not PYTHON.exists():
@@ -52,7 +55,7 @@ def ensure_venv() -> None:
         venv.create(VENV, with_pip=True)
     log("installing django-cacheaside with its dev extras (pip install -e '.[dev]')")
     run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]", *pins)
     stamp.write_text(wanted)
 
 
