@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-cache_hit = Signal()
-cache_miss = Signal()
-cache_fill = Signal()
-cache_bypass = Signal()
-cache_invalidate = Signal()
-cache_error = Signal()
+cache_hit = Signal(use_caching=True)
+cache_miss = Signal(use_caching=True)
+cache_fill = Signal(use_caching=True)
+cache_bypass = Signal(use_caching=True)
+cache_invalidate = Signal(use_caching=True)
+cache_error = Signal(use_caching=True)
