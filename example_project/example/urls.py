@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import path
+
 from saas import views
 
 urlpatterns = [

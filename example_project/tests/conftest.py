@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from saas import cachekeys
 
 # Every key this run writes starts with RUN_PREFIX; each test gets a prefix of its own under it.

@@ -8,6 +8,7 @@ import re
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+
 from saas.models import Article, Dashboard, Organisation, Profile
 
 SMALL = ["--orgs", "3", "--users", "12", "--articles", "30"]

@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+
 from saas.factories import ArticleFactory, DashboardFactory, OrganisationFactory, ProfileFactory
 from saas.models import Article
 
