@@ -49,6 +49,8 @@ class AppSettings:
 
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
+        # Bumped on every reload, so whatever is derived from settings knows to derive it again.
+        self.generation = 0
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -83,6 +85,7 @@ class AppSettings:
 
     def reload(self) -> None:
         self._cache.clear()
+        self.generation += 1
 
 
 app_settings = AppSettings()

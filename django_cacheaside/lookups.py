@@ -42,6 +42,10 @@ class LookupResolver:
         self.model = model
         self.pk_attname: str = meta.pk.attname
         self._pk_field = meta.pk
+        pk: Any = meta.pk
+        pk_target = pk.target_field if pk.is_relation else pk
+        # An int needs no to_python() for an integer pk: the common case, on every hit.
+        self._int_pk = isinstance(pk_target, models.IntegerField)
         self._sets = {frozenset(f.attname for f in fields): fields for fields in _unique_sets(meta)}
         self._fields: dict[str, models.Field[Any, Any]] = {}
         for field in meta.concrete_fields:
@@ -87,6 +91,8 @@ class LookupResolver:
         )
 
     def normalise_pk(self, value: Any) -> Any:
+        if self._int_pk and type(value) is int:
+            return value
         return self._normalise(self._pk_field, value, "pk")
 
     def _normalise(self, field: models.Field[Any, Any], value: Any, name: str) -> Any:

@@ -8,20 +8,19 @@ the object's stamp, loads the row, and fills only if the stamp did not change me
 from __future__ import annotations
 
 import functools
-import operator
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Generic, cast
 
 from django.db import connections, models, router
 
-from django_cacheaside import entries, keys, registry, signals, transactions
+from django_cacheaside import keys, registry, signals, transactions
 from django_cacheaside.backend import UNAVAILABLE, Read, get_backend, report_error
+from django_cacheaside.codec import NOT_FOUND, Codec
 from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 from django_cacheaside.lookups import Lookup, LookupResolver
-from django_cacheaside.serializers.base import BaseSerializer
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -37,52 +36,16 @@ else:
     Owner = TypeVar("Owner", bound=models.Model)
 
 _UNSET: Any = object()
-# What a decoded entry can be besides an instance.
-_NOT_FOUND = object()
 
 
-@functools.lru_cache(maxsize=64)
-def _namespace(prefix: str) -> str:
-    return keys.namespace(prefix)
+class _ManagerSettings:
+    """What a manager derives from the settings, rebuilt when they change (``generation``)."""
 
-
-class _Codec:
-    """Entry bytes <-> instances for one model and one serializer (built on first use)."""
-
-    def __init__(self, model: type[models.Model], serializer: BaseSerializer) -> None:
-        self.model = model
-        self.serializer = serializer
-        self.attnames = tuple(f.attname for f in model._meta.concrete_fields)
-        self._values: Callable[[models.Model], Any] = operator.attrgetter(*self.attnames)
-        self.schema = keys.schema_stamp(model, serializer.format_version)
-        self.prefix = entries.header(self.schema)
-
-    def encode_row(self, obj: models.Model) -> bytes:
-        values = self._values(obj)
-        if len(self.attnames) == 1:
-            values = (values,)
-        return entries.encode(self.prefix, entries.ROW, self.serializer.dumps(values))
-
-    def encode_missing(self) -> bytes:
-        return entries.encode(self.prefix, entries.MISSING)
-
-    def encode_pointer(self, pk: Any) -> bytes:
-        return entries.encode(self.prefix, entries.POINTER, self.serializer.dumps([pk]))
-
-    def decode(self, db: str, entry: bytes) -> Any:
-        """An instance, ``_NOT_FOUND``, a pointer's pk wrapped in a tuple, or ``None`` (unusable)."""
-        parts = entries.split(entry, self.prefix)
-        if parts is None:
-            return None  # written for another schema or format: a miss
-        kind, payload = parts
-        if kind == entries.MISSING:
-            return _NOT_FOUND
-        values = self.serializer.loads(payload)
-        if kind == entries.POINTER and len(values) == 1:
-            return (values[0],)
-        if kind == entries.ROW and len(values) == len(self.attnames):
-            return self.model.from_db(db, self.attnames, values)
-        raise CorruptEntry(f"entry of kind {kind!r} with {len(values)} values")
+    def __init__(self, model: type[models.Model], label: str) -> None:
+        self.generation = app_settings.generation
+        self.namespace = keys.namespace(app_settings.KEY_PREFIX)
+        self.key_head = keys.object_key(self.namespace, label, "")[:-1]  # "...{label:" to add a pk
+        self.codec = Codec(model, app_settings.SERIALIZER())
 
 
 class CacheAsideManager(Generic[M]):
@@ -107,7 +70,7 @@ class CacheAsideManager(Generic[M]):
         self._options = {"TTL": ttl, "NEGATIVE_TTL": negative_ttl, "TTL_JITTER": jitter}
         self.model: type[M] | None = None
         self.name: str | None = None
-        self._codec_for: tuple[BaseSerializer, _Codec] | None = None
+        self._current: _ManagerSettings | None = None
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -167,26 +130,28 @@ class CacheAsideManager(Generic[M]):
         seconds = float(self.option(name)) * random.uniform(1.0 - jitter, 1.0 + jitter)
         return max(1, int(seconds * 1000))
 
-    @property
-    def codec(self) -> _Codec:
-        serializer_class = app_settings.SERIALIZER
-        cached = self._codec_for
-        if cached is None or type(cached[0]) is not serializer_class:
+    def _settings(self) -> _ManagerSettings:
+        current = self._current
+        if current is None or current.generation != app_settings.generation:
             assert self.model is not None
-            codec = _Codec(self.model, serializer_class())
-            self._codec_for = cached = (codec.serializer, codec)
-        return cached[1]
+            current = self._current = _ManagerSettings(self.model, self._label)
+        return current
+
+    @property
+    def codec(self) -> Codec:
+        return self._settings().codec
 
     @property
     def schema(self) -> str:
         """The schema stamp entries of this model are written under (see ``keys.schema_stamp``)."""
-        return self.codec.schema
+        return self._settings().codec.schema
 
     def key_for_pk(self, pk: Any) -> str:
-        return keys.object_key(_namespace(app_settings.KEY_PREFIX), self._label, pk)
+        head = self._settings().key_head
+        return f"{head}{keys.key_part(pk)}}}"
 
     def key_for_lookup(self, lookup: Lookup) -> str:
-        return keys.lookup_key(_namespace(app_settings.KEY_PREFIX), self._label, lookup.items)
+        return keys.lookup_key(self._settings().namespace, self._label, lookup.items)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -257,7 +222,7 @@ class CacheAsideManager(Generic[M]):
             found, duration = self._load(db, lookup)
             if read.stamp is not None:
                 self._fill(key, read.stamp, found, duration)
-        if found is _NOT_FOUND:
+        if found is NOT_FOUND:
             raise self._does_not_exist()
         if not isinstance(found, self.model):  # type: ignore[arg-type]
             raise self._does_not_exist()  # a pointer under an object key: treat as absent
@@ -266,7 +231,7 @@ class CacheAsideManager(Generic[M]):
     def _get_unique(self, db: str, lookup: Lookup, fill: bool) -> M:
         key = self.key_for_lookup(lookup)
         found, read = self._lookup_entry(db, key, fill)
-        if found is _NOT_FOUND:
+        if found is NOT_FOUND:
             raise self._does_not_exist()
         if isinstance(found, tuple):
             # A pointer is a hint: the object's own entry (kept exact by invalidation) must still
@@ -282,11 +247,11 @@ class CacheAsideManager(Generic[M]):
             return self._load_or_raise(db, lookup)
         loaded, duration = self._load(db, lookup)
         if read.stamp is not None:
-            missing = loaded is _NOT_FOUND
+            missing = loaded is NOT_FOUND
             codec = self.codec
             pointer = codec.encode_missing() if missing else codec.encode_pointer(loaded.pk)
             self._write(key, read.stamp, pointer, missing, duration)
-        if loaded is _NOT_FOUND:
+        if loaded is NOT_FOUND:
             raise self._does_not_exist()
         return loaded  # type: ignore[no-any-return]
 
@@ -329,8 +294,8 @@ class CacheAsideManager(Generic[M]):
             duration = time.perf_counter() - started
             fills = []
             for pk, stamp in stamps.items():
-                obj = loaded.get(pk, _NOT_FOUND)
-                if obj is not _NOT_FOUND:
+                obj = loaded.get(pk, NOT_FOUND)
+                if obj is not NOT_FOUND:
                     found[pk] = obj
                 if stamp is not None:
                     entry = self._entry_for(obj)
@@ -348,22 +313,22 @@ class CacheAsideManager(Generic[M]):
         return self.model._base_manager.db_manager(db).all()  # type: ignore[union-attr]
 
     def _load(self, db: str, lookup: Lookup) -> tuple[Any, float]:
-        """The row (or ``_NOT_FOUND``) and the seconds the query took."""
+        """The row (or ``NOT_FOUND``) and the seconds the query took."""
         started = time.perf_counter()
         try:
             obj: Any = self._base(db).get(**lookup.as_filter())
         except self.model.DoesNotExist:  # type: ignore[union-attr]
-            obj = _NOT_FOUND
+            obj = NOT_FOUND
         return obj, time.perf_counter() - started
 
     def _load_or_raise(self, db: str, lookup: Lookup) -> M:
         obj, _duration = self._load(db, lookup)
-        if obj is _NOT_FOUND:
+        if obj is NOT_FOUND:
             raise self._does_not_exist()
         return obj  # type: ignore[no-any-return]
 
     def _entry_for(self, obj: Any) -> bytes | None:
-        if obj is _NOT_FOUND:
+        if obj is NOT_FOUND:
             return self.codec.encode_missing()
         try:
             return self.codec.encode_row(obj)
@@ -372,12 +337,12 @@ class CacheAsideManager(Generic[M]):
             return None
 
     def _entry_ttl(self, obj: Any) -> int:
-        return self._ttl_ms("NEGATIVE_TTL" if obj is _NOT_FOUND else "TTL")
+        return self._ttl_ms("NEGATIVE_TTL" if obj is NOT_FOUND else "TTL")
 
     def _fill(self, key: str, stamp: bytes, obj: Any, duration: float) -> None:
         entry = self._entry_for(obj)
         if entry is not None:
-            self._write(key, stamp, entry, obj is _NOT_FOUND, duration)
+            self._write(key, stamp, entry, obj is NOT_FOUND, duration)
 
     def _write(self, key: str, stamp: bytes, entry: bytes, missing: bool, duration: float) -> None:
         ttl = self._ttl_ms("NEGATIVE_TTL" if missing else "TTL")

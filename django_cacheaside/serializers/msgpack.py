@@ -23,8 +23,13 @@ EXT_DATETIME = 4
 EXT_TIMEDELTA = 5
 EXT_UUID = 6
 EXT_MEMORYVIEW = 7
+EXT_DATETIME_UTC = 8  # the common case with USE_TZ: microseconds since the epoch, one int64
+EXT_DATETIME_NAIVE = 9  # the common case without: microseconds since 0001-01-01, one int64
 
 _DATE = struct.Struct(">i")
+_INT64 = struct.Struct(">q")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_NAIVE_ORIGIN = datetime.datetime(1, 1, 1)
 _TIMEDELTA = struct.Struct(">iiI")
 _US_PER_SECOND = 1_000_000
 _UTC = datetime.UTC
@@ -58,8 +63,17 @@ def _us_of_day(t: datetime.time | datetime.datetime) -> int:
     return ((t.hour * 60 + t.minute) * 60 + t.second) * _US_PER_SECOND + t.microsecond
 
 
+def _micros(delta: datetime.timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * _US_PER_SECOND + delta.microseconds
+
+
 def _encode_datetime(value: datetime.datetime) -> msgpack.ExtType:
-    token = _tz_token(value.tzinfo, value)
+    tz = value.tzinfo
+    if tz is _UTC:
+        return msgpack.ExtType(EXT_DATETIME_UTC, _INT64.pack(_micros(value - _EPOCH)))
+    if tz is None and not value.fold:
+        return msgpack.ExtType(EXT_DATETIME_NAIVE, _INT64.pack(_micros(value - _NAIVE_ORIGIN)))
+    token = _tz_token(tz, value)
     body = msgpack.packb([value.toordinal(), _us_of_day(value), token, value.fold])
     return msgpack.ExtType(EXT_DATETIME, body)
 
@@ -115,7 +129,17 @@ def _decode_timedelta(body: bytes) -> datetime.timedelta:
     return datetime.timedelta(days=days, seconds=seconds, microseconds=micro)
 
 
+def _decode_datetime_utc(body: bytes) -> datetime.datetime:
+    return _EPOCH + datetime.timedelta(microseconds=_INT64.unpack(body)[0])
+
+
+def _decode_datetime_naive(body: bytes) -> datetime.datetime:
+    return _NAIVE_ORIGIN + datetime.timedelta(microseconds=_INT64.unpack(body)[0])
+
+
 _DECODERS: dict[int, Callable[[bytes], Any]] = {
+    EXT_DATETIME_UTC: _decode_datetime_utc,
+    EXT_DATETIME_NAIVE: _decode_datetime_naive,
     EXT_DECIMAL: lambda body: Decimal(body.decode("ascii")),
     EXT_DATE: lambda body: datetime.date.fromordinal(_DATE.unpack(body)[0]),
     EXT_TIME: _decode_time,
@@ -141,7 +165,7 @@ class MsgpackSerializer(BaseSerializer):
     nothing but plain data: no class is ever looked up from the bytes.
     """
 
-    format_version = "mp-1"
+    format_version = "mp-2"
 
     def dumps(self, values: Sequence[Any]) -> bytes:
         # psycopg2 returns BinaryField values as memoryview, which msgpack would pack as plain bytes

@@ -21,7 +21,6 @@ Each object is one Redis hash ``{s: stamp, d: entry}`` with a TTL:
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import threading
@@ -36,35 +35,12 @@ from django.utils.module_loading import import_string
 from redis.exceptions import NoScriptError, RedisError
 
 from django_cacheaside import signals
+from django_cacheaside.backend import scripts
+from django_cacheaside.backend.direct import DirectCommands
 from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import BackendError
 
 logger = logging.getLogger("django_cacheaside")
-
-READ_OR_BEGIN = """
-local d, s = unpack(redis.call('HMGET', KEYS[1], 'd', 's'))
-if d and ARGV[3] == '1' then return {1, d} end
-if not s then
-  s = ARGV[1]
-  redis.call('HSET', KEYS[1], 's', s)
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return {0, s}
-"""
-
-FILL = """
-if redis.call('HGET', KEYS[1], 's') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'd', ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
-return 0
-"""
-
-_SCRIPTS = {
-    name: (src, hashlib.sha1(src.encode()).hexdigest())
-    for name, src in {"read_or_begin": READ_OR_BEGIN, "fill": FILL}.items()
-}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -153,11 +129,12 @@ class Backend:
                 "bytes. Give CACHEASIDE['REDIS'] a client without it."
             )
         self.client = client
+        self._direct = DirectCommands.for_client(client)
 
     # -- scripts -------------------------------------------------------------------------------
 
     def _load_scripts(self) -> None:
-        for src, _sha in _SCRIPTS.values():
+        for src in scripts.SCRIPTS.values():
             self.client.script_load(src)
 
     def _run_pipeline(self, queue: Callable[[Any], object]) -> list[Any]:
@@ -182,8 +159,9 @@ class Backend:
     @fail_open(default=None)
     def read(self, key: str) -> bytes | None:
         """The entry under ``key``, or ``None`` (a miss, or Redis unavailable)."""
-        value = self.client.hget(key, "d")
-        return _as_bytes(value)
+        if self._direct is not None:
+            return _as_bytes(self._direct.execute("HGET", key, "d"))
+        return _as_bytes(self.client.hget(key, "d"))
 
     @fail_open(default=None)
     def _read_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -205,7 +183,7 @@ class Backend:
 
     @fail_open(default=None)
     def _read_or_begin_many(self, keys: Sequence[str], ttl_ms: int, entry: bool) -> list[Read]:
-        _src, sha = _SCRIPTS["read_or_begin"]
+        sha = scripts.SHAS["read_or_begin"]
         want = 1 if entry else 0
 
         def queue(pipe: Any) -> None:
@@ -230,7 +208,7 @@ class Backend:
 
     @fail_open(default=None)
     def _fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
-        _src, sha = _SCRIPTS["fill"]
+        sha = scripts.SHAS["fill"]
 
         def queue(pipe: Any) -> None:
             for key, stamp, entry, ttl_ms in items:
@@ -252,7 +230,9 @@ class Backend:
         """Drop the entries and stamps under ``keys`` in one round trip. ``False`` if Redis failed."""
         if not keys:
             return True
-        if len(keys) == 1:
+        if self._direct is not None:
+            self._direct.execute("DEL", *keys)  # one server, so any keys in one command
+        elif len(keys) == 1:
             self.client.delete(keys[0])
         else:
             # One DEL per key keeps every command on one slot, as Redis Cluster requires.
