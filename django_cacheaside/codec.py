@@ -71,7 +71,10 @@ class Codec:
 
     def instance(self, db: str, values: list[Any]) -> models.Model:
         model = self.model
-        if self._plain and not (pre_init.has_listeners(model) or post_init.has_listeners(model)):
+        if self._plain and not (
+            (pre_init.receivers and pre_init.has_listeners(model))
+            or (post_init.receivers and post_init.has_listeners(model))
+        ):
             obj = model.__new__(model)
             obj.__dict__.update(zip(self.attnames, values, strict=True))
             state = ModelState()
@@ -83,13 +86,12 @@ class Codec:
 
     def decode(self, db: str, entry: bytes) -> Any:
         """An instance, ``NOT_FOUND``, a pointer's pk wrapped in a tuple, or ``None`` (unusable)."""
-        parts = entries.split(entry, self.prefix)
-        if parts is None:
+        if not entry.startswith(self.prefix) or len(entry) < entries.HEADER_LEN:
             return None  # written for another schema or format: a miss
-        kind, payload = parts
+        kind = entry[9:10]
         if kind == entries.MISSING:
             return NOT_FOUND
-        values = self.serializer.loads(payload)
+        values = self.serializer.loads(entry[entries.HEADER_LEN :])
         if kind == entries.POINTER and len(values) == 1:
             return (values[0],)
         if kind == entries.ROW and len(values) == len(self.attnames):

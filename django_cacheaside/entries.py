@@ -18,7 +18,7 @@ FORMAT: Final = b"\x01"
 ROW: Final = b"R"
 MISSING: Final = b"N"
 POINTER: Final = b"P"
-_HEADER_LEN: Final = 10
+HEADER_LEN: Final = 10
 
 
 def header(schema: str) -> bytes:
@@ -35,6 +35,6 @@ def encode(prefix: bytes, kind: bytes, payload: bytes = b"") -> bytes:
 
 def split(entry: bytes, prefix: bytes) -> tuple[bytes, bytes] | None:
     """``(kind, payload)``, or ``None`` when the entry was written for another format or schema."""
-    if len(entry) < _HEADER_LEN or not entry.startswith(prefix):
+    if len(entry) < HEADER_LEN or not entry.startswith(prefix):
         return None
-    return entry[9:10], entry[_HEADER_LEN:]
+    return entry[9:10], entry[HEADER_LEN:]

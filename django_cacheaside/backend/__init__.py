@@ -137,21 +137,27 @@ class Backend:
         for src in scripts.SCRIPTS.values():
             self.client.script_load(src)
 
-    def _run_pipeline(self, queue: Callable[[Any], object]) -> list[Any]:
-        """Queue commands with ``queue(pipe)`` and send them in one round trip.
+    def _run_pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip and return their replies.
 
         Scripts go as EVALSHA; if the server lost them (restart, ``SCRIPT FLUSH``) they are loaded
-        and the pipeline is sent once more. Every queued command is safe to repeat.
+        and the commands sent once more. Every command the app sends is safe to repeat.
         """
         for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            queue(pipe)
-            try:
-                return pipe.execute()
-            except NoScriptError:
-                if attempt == 2:
-                    raise
+            if self._direct is not None:
+                replies = self._direct.execute_many(commands)
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                replies = pipe.execute(raise_on_error=False)
+            errors = [reply for reply in replies if isinstance(reply, RedisError)]
+            if not errors:
+                return replies
+            if attempt == 1 and any(isinstance(e, NoScriptError) for e in errors):
                 self._load_scripts()
+                continue
+            raise errors[0]
         raise AssertionError("unreachable")
 
     # -- reads ---------------------------------------------------------------------------------
@@ -160,12 +166,12 @@ class Backend:
     def read(self, key: str) -> bytes | None:
         """The entry under ``key``, or ``None`` (a miss, or Redis unavailable)."""
         if self._direct is not None:
-            return _as_bytes(self._direct.execute("HGET", key, "d"))
+            return _as_bytes(self._direct.hget_entry(key))
         return _as_bytes(self.client.hget(key, "d"))
 
     @fail_open(default=None)
     def _read_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        replies = self._run_pipeline(lambda pipe: [pipe.hget(key, "d") for key in keys])
+        replies = self._run_pipeline([("HGET", key, "d") for key in keys])
         return [_as_bytes(value) for value in replies]
 
     def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -185,12 +191,9 @@ class Backend:
     def _read_or_begin_many(self, keys: Sequence[str], ttl_ms: int, entry: bool) -> list[Read]:
         sha = scripts.SHAS["read_or_begin"]
         want = 1 if entry else 0
-
-        def queue(pipe: Any) -> None:
-            for key in keys:
-                pipe.evalsha(sha, 1, key, new_stamp(), ttl_ms, want)
-
-        replies = self._run_pipeline(queue)
+        replies = self._run_pipeline(
+            [("EVALSHA", sha, 1, key, new_stamp(), ttl_ms, want) for key in keys]
+        )
         return [
             Read(_as_bytes(value), None) if int(flag) == 1 else Read(None, _as_bytes(value))
             for flag, value in replies
@@ -209,12 +212,8 @@ class Backend:
     @fail_open(default=None)
     def _fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
         sha = scripts.SHAS["fill"]
-
-        def queue(pipe: Any) -> None:
-            for key, stamp, entry, ttl_ms in items:
-                pipe.evalsha(sha, 1, key, stamp, entry, ttl_ms)
-
-        return [int(written) == 1 for written in self._run_pipeline(queue)]
+        commands = [("EVALSHA", sha, 1, key, stamp, entry, ttl) for key, stamp, entry, ttl in items]
+        return [int(written) == 1 for written in self._run_pipeline(commands)]
 
     def fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
         """Write each ``(key, stamp, entry, ttl_ms)`` whose stamp is unchanged; one round trip."""
@@ -236,7 +235,7 @@ class Backend:
             self.client.delete(keys[0])
         else:
             # One DEL per key keeps every command on one slot, as Redis Cluster requires.
-            self._run_pipeline(lambda pipe: [pipe.delete(key) for key in keys])
+            self._run_pipeline([("DEL", key) for key in keys])
         return True
 
 

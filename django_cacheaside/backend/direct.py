@@ -4,7 +4,7 @@ A hit is one ``HGET`` and a save one ``DEL``. Sent through ``redis.Redis.execute
 for a pool checkout and release, the retry wrapper and the observability hooks: about as much time
 again as the round trip itself on a local network (measured in docs/benchmarks.md). Here each thread
 keeps one connection, built with the pool's own connection class and settings (timeouts, TLS,
-credentials, health checks), and sends on it directly.
+credentials, health checks), and writes packed commands to it directly, pipelines included.
 
 Used only for a plain ``redis.Redis`` over a plain connection pool; Sentinel pools, client-side
 caching and clusters go through the client as usual. A connection whose command failed in transit
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -29,6 +30,7 @@ class DirectCommands:
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self._pool = pool
         self._local = threading.local()
+        self._encoding: str = pool.connection_kwargs.get("encoding", "utf-8")
 
     @classmethod
     def for_client(cls, client: Any) -> DirectCommands | None:
@@ -56,21 +58,60 @@ class DirectCommands:
         self._local.conn = None
         conn.disconnect()
 
-    def execute(self, *args: Any) -> Any:
+    def _pack(self, args: tuple[Any, ...]) -> bytes:
+        # RESP encoding of one command; a few times cheaper than redis-py's general packer.
+        encoding = self._encoding
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            if isinstance(arg, str):
+                arg = arg.encode(encoding)
+            elif isinstance(arg, int):
+                arg = b"%d" % arg
+            parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+        return b"".join(parts)
+
+    def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write, read every reply: one round trip.
+
+        An error reply comes back as the ``ResponseError`` in its place (every reply is still read,
+        so the connection stays in step); the caller decides what to raise.
+        """
+        return self._send(b"".join(self._pack(command) for command in commands), len(commands))
+
+    def _send(self, packed: bytes, count: int) -> list[Any]:
         for attempt in (1, 2):
             conn, reused = self._connection()
             try:
-                conn.send_command(*args)
-                return conn.read_response()
-            except ResponseError:
-                raise  # the reply was read whole: the connection is still good
+                conn.send_packed_command([packed])
+                replies = []
+                for _reply in range(count):
+                    try:
+                        replies.append(conn.read_response())
+                    except ResponseError as error:
+                        replies.append(error)
+                return replies
             except RedisConnectionError:
                 self._drop(conn)
                 # Only a connection left idle may have been closed by the server meanwhile: then
-                # one more try on a new one.
+                # one more try on a new one. The app only sends commands that are safe to repeat.
                 if not reused or attempt == 2:
                     raise
             except BaseException:
                 self._drop(conn)  # a reply may be half read: never reuse this socket
                 raise
         raise AssertionError("unreachable")
+
+    def hget_entry(self, key: str) -> Any:
+        """``HGET key d``: the hit, packed by hand."""
+        encoded = key.encode(self._encoding)
+        packed = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b\r\n$1\r\nd\r\n" % (len(encoded), encoded)
+        (reply,) = self._send(packed, 1)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def execute(self, *args: Any) -> Any:
+        (reply,) = self.execute_many([args])
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply

@@ -137,6 +137,36 @@ def _decode_datetime_naive(body: bytes) -> datetime.datetime:
     return _NAIVE_ORIGIN + datetime.timedelta(microseconds=_INT64.unpack(body)[0])
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _fast_uuid(body: bytes) -> uuid.UUID:
+    # uuid.UUID(bytes=...) validates its many keyword forms in Python; a hit pays for that on
+    # every UUID column. The instance is the same: a UUID holds exactly `int` and `is_safe`.
+    if len(body) != 16:
+        raise ValueError("a UUID is 16 bytes")
+    value = _new(uuid.UUID)
+    _set(value, "int", int.from_bytes(body, "big"))
+    _set(value, "is_safe", uuid.SafeUUID.unknown)
+    return value
+
+
+def _plain_uuid(body: bytes) -> uuid.UUID:
+    return uuid.UUID(bytes=body)
+
+
+_SAMPLE = uuid.UUID("12345678-1234-5678-1234-567812345678")
+# Where UUID is built differently (another Python), the documented constructor.
+_uuid_from_bytes = (
+    _fast_uuid
+    if uuid.UUID.__slots__ == ("int", "is_safe", "__weakref__")
+    and _fast_uuid(_SAMPLE.bytes) == _SAMPLE
+    and str(_fast_uuid(_SAMPLE.bytes)) == str(_SAMPLE)
+    else _plain_uuid
+)
+
+
 _DECODERS: dict[int, Callable[[bytes], Any]] = {
     EXT_DATETIME_UTC: _decode_datetime_utc,
     EXT_DATETIME_NAIVE: _decode_datetime_naive,
@@ -145,7 +175,7 @@ _DECODERS: dict[int, Callable[[bytes], Any]] = {
     EXT_TIME: _decode_time,
     EXT_DATETIME: _decode_datetime,
     EXT_TIMEDELTA: _decode_timedelta,
-    EXT_UUID: lambda body: uuid.UUID(bytes=body),
+    EXT_UUID: _uuid_from_bytes,
     EXT_MEMORYVIEW: memoryview,
 }
 
