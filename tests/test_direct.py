@@ -1,0 +1,114 @@
+"""The per-thread direct connection: what happens when the connection under it goes away."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+from django.db.models.signals import post_init
+
+from django_cacheaside import signals
+from django_cacheaside.backend import get_backend
+from django_cacheaside.backend.direct import DirectCommands
+from tests.factories import ArticleFactory
+from tests.testapp.models import Article
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def direct() -> DirectCommands:
+    commands = get_backend()._direct
+    if commands is None:  # pragma: no cover - the suite's client is a plain redis.Redis
+        pytest.fail("the test settings' client should take the direct path")
+    return commands
+
+
+def test_django_redis_client_takes_the_direct_path(direct: DirectCommands) -> None:
+    assert isinstance(direct, DirectCommands)
+
+
+def test_a_connection_closed_by_the_server_is_replaced(
+    direct: DirectCommands, redis_client: Any, django_assert_num_queries: Any
+) -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    conn, _reused = direct._connection()
+    client_id = int(direct.execute("CLIENT", "ID"))
+    redis_client.client_kill_filter(_id=client_id)
+    errors: list[str] = []
+
+    def record(sender: Any, operation: str, **kwargs: Any) -> None:
+        errors.append(operation)
+
+    signals.cache_error.connect(record)
+    try:
+        with django_assert_num_queries(0):
+            assert Article.cached.get(pk=article.pk) == article  # served from Redis
+    finally:
+        signals.cache_error.disconnect(record)
+    assert errors == []  # the dead connection was replaced, not reported as an outage
+    assert direct._connection()[0] is not conn
+
+
+def test_an_error_reply_keeps_the_connection(direct: DirectCommands, redis_client: Any) -> None:
+    conn, _reused = direct._connection()
+    redis_client.set("cacheaside-test-wrongtype", b"x", px=5_000)
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        direct.execute("HGET", "cacheaside-test-wrongtype", "d")
+    assert direct._connection()[0] is conn
+    redis_client.delete("cacheaside-test-wrongtype")
+
+
+def test_pipelined_replies_stay_in_step_around_an_error(direct: DirectCommands) -> None:
+    replies = direct.execute_many([("PING",), ("NO-SUCH-COMMAND",), ("ECHO", "after")])
+    assert replies[0] in (b"PONG", "PONG", True)
+    assert isinstance(replies[1], Exception)
+    assert replies[2] == b"after"
+
+
+def test_each_thread_has_its_own_connection(direct: DirectCommands) -> None:
+    mine = direct._connection()[0]
+    theirs: list[Any] = []
+    thread = threading.Thread(target=lambda: theirs.append(direct._connection()[0]))
+    thread.start()
+    thread.join()
+    assert theirs and theirs[0] is not mine
+
+
+def test_a_forked_child_opens_its_own_connection(direct: DirectCommands) -> None:
+    parent = direct._connection()[0]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        ok = direct._connection()[0] is not parent and direct.execute("PING") in (b"PONG", True)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    assert direct.execute("ECHO", "parent") == b"parent"  # the parent's socket is untouched
+
+
+def test_instances_skip_init_only_when_nobody_listens() -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    seen: list[Any] = []
+
+    def record(sender: Any, instance: Any, **kwargs: Any) -> None:
+        seen.append(instance.pk)
+
+    post_init.connect(record, sender=Article)
+    try:
+        cached = Article.cached.get(pk=article.pk)
+    finally:
+        post_init.disconnect(record, sender=Article)
+    assert seen == [article.pk]  # a listener gets its post_init, as with the ORM
+    fast = Article.cached.get(pk=article.pk)
+    assert vars(fast).keys() == vars(cached).keys()
+    assert {k: v for k, v in vars(fast).items() if k != "_state"} == {
+        k: v for k, v in vars(cached).items() if k != "_state"
+    }
+    assert (fast._state.db, fast._state.adding) == (cached._state.db, cached._state.adding)
