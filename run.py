@@ -47,7 +47,9 @@ def ensure_venv() -> None:
         sys.exit("django-cacheaside needs Python 3.11 or newer.")
     stamp = VENV / ".installed"
     pins = os.environ.get("CACHEASIDE_PIN", "").split()
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + repr(pins).encode()).hexdigest()
+    wanted = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + repr(pins).encode()
+    ).hexdigest()
     if stamp.exists() and stamp.read_text() == wanted and PYTHON.exists():
         return
     if not PYTHON.exists():
