@@ -1,0 +1,1 @@
+"""The benchmark's own app: one cached model, the same columns without a cache, and an owner."""
