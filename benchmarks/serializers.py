@@ -27,7 +27,6 @@ import json
 import pickle
 import platform
 import statistics
-import struct
 import sys
 import time
 import uuid
@@ -107,48 +106,6 @@ class OrjsonCodec:
 
 
 # -- prototypes --------------------------------------------------------------------------------
-
-_DT_UTC = struct.Struct(">q")  # µs since the epoch, for an aware UTC datetime
-
-
-def _flat_default(value: Any) -> Any:
-    # Like the library's _default, but a UTC datetime is one flat 8-byte ext body (no nested
-    # msgpack document, no divmod chain on decode). Other tzinfos would keep the current layout.
-    if isinstance(value, datetime.datetime) and value.tzinfo is UTC:
-        return msgpack.ExtType(4, _DT_UTC.pack((value - EPOCH) // ONE_US))
-    if isinstance(value, Decimal):
-        return msgpack.ExtType(1, str(value).encode("ascii"))
-    if isinstance(value, uuid.UUID):
-        return msgpack.ExtType(6, value.bytes)
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def _flat_datetime(body: bytes) -> datetime.datetime:
-    return EPOCH + datetime.timedelta(microseconds=_DT_UTC.unpack(body)[0])
-
-
-_FLAT_DECODERS: dict[int, Callable[[bytes], Any]] = {
-    4: _flat_datetime,
-    1: lambda body: Decimal(body.decode("ascii")),
-    6: lambda body: uuid.UUID(bytes=body),
-}
-
-
-def _flat_ext_hook(code: int, body: bytes) -> Any:
-    return _FLAT_DECODERS[code](body)
-
-
-class FlatExtMsgpack:
-    """Prototype: the library's ext-type scheme with a flat UTC-datetime body."""
-
-    def dumps(self, values: Sequence[Any]) -> bytes:
-        data: bytes = msgpack.packb(values, default=_flat_default, use_bin_type=True)
-        return data
-
-    def loads(self, data: bytes) -> list[Any]:
-        values: list[Any] = msgpack.unpackb(data, ext_hook=_flat_ext_hook, raw=False)
-        return values
-
 
 _TO_PLAIN: dict[str, Callable[[Any], Any]] = {
     "datetime": lambda v: (v - EPOCH) // ONE_US,  # aware UTC only in this prototype
@@ -260,7 +217,6 @@ def main(argv: Sequence[str]) -> int:
         "MsgpackSerializer": MsgpackSerializer(),
         "PickleSerializer": PickleSerializer(),
         "orjson + typed decode": OrjsonCodec(),
-        "msgpack, flat UTC datetime ext (prototype)": FlatExtMsgpack(),
         "msgpack, schema-aware, no ext (prototype)": SchemaMsgpack(),
     }
     results = run(codecs, args.number, args.repeats)
