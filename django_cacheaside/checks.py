@@ -32,6 +32,25 @@ def _ttl_errors(where: str, options: dict[str, Any], obj: Any = None) -> list[Ch
                     id=check_id,
                 )
             )
+    if "LOCK_TTL" in options and not _positive_number(options["LOCK_TTL"]):
+        errors.append(
+            Error(
+                f"{where} LOCK_TTL is {options['LOCK_TTL']!r}: a refill lease must expire.",
+                hint="Set LOCK_TTL to a number of seconds greater than 0 (e.g. 5).",
+                obj=obj,
+                id="cacheaside.E010",
+            )
+        )
+    wait = options.get("LOCK_WAIT", 0)
+    if not (_positive_number(wait) or (wait == 0 and not isinstance(wait, bool))):
+        errors.append(
+            Error(
+                f"{where} LOCK_WAIT is {wait!r}.",
+                hint="Set LOCK_WAIT to a number of seconds, 0 or more (0: never wait).",
+                obj=obj,
+                id="cacheaside.E011",
+            )
+        )
     if "TTL_JITTER" in options:
         jitter = options["TTL_JITTER"]
         if not (

@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "NEGATIVE_TTL": 30,
     # Fraction of the TTL added or removed at random (0.1 means +-10%).
     "TTL_JITTER": 0.1,
+    # Seconds a refill lease lives: a crashed loader delays the others at most this long.
+    "LOCK_TTL": 5,
+    # Seconds a reader waits for another process's refill before reading the database itself.
+    "LOCK_WAIT": 2,
     # Dotted path to a serializer class (see django_cacheaside.serializers).
     "SERIALIZER": "django_cacheaside.serializers.msgpack.MsgpackSerializer",
     # {"app_label.ModelName": {manager options}}: models to register without touching their code.

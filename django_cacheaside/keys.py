@@ -4,6 +4,7 @@ Layout (``P`` is ``KEY_PREFIX`` followed by ``:``, or nothing)::
 
     Pca:{app_label.model:<pk>}                  object entry: a hash {s: stamp, d: entry}
     Pca:{app_label.model:u:<f>=<v>,<g>=<w>}     unique-lookup pointer: same shape, entry holds a pk
+    <either of those>:lock                      its refill lease: a token, with a short TTL
 
 Everything that belongs to one object shares one Redis Cluster hash tag (the braces), so one Lua
 script may touch it all. Values are escaped so that no value can end the hash tag early or be
@@ -39,6 +40,11 @@ def model_label(model: type[models.Model]) -> str:
 
 def object_key(namespace: str, label: str, pk: Any) -> str:
     return f"{namespace}{{{label}:{key_part(pk)}}}"
+
+
+def lock_key(object_key: str) -> str:
+    """The refill lease of an object: beside its hash, in the same hash tag (the same slot)."""
+    return f"{object_key}:lock"
 
 
 def lookup_key(namespace: str, label: str, items: Iterable[tuple[str, Any]]) -> str:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Generic, cast
 
 from django.db import connections, models, router
 
-from django_cacheaside import keys, registry, signals, transactions
+from django_cacheaside import keys, locks, registry, signals, transactions
 from django_cacheaside.backend import UNAVAILABLE, Read, get_backend, report_error
+from django_cacheaside.coalescing import Flights
 from django_cacheaside.codec import NOT_FOUND, Codec
 from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
@@ -58,6 +59,9 @@ class CacheAsideManager(Generic[M]):
     :param ttl: seconds an entry lives (``TTL``), jittered by ``jitter``.
     :param negative_ttl: seconds a "does not exist" answer lives (``NEGATIVE_TTL``).
     :param jitter: fraction of the TTL added or removed at random (``TTL_JITTER``).
+    :param lock_ttl: seconds a refill lease lives (``LOCK_TTL``).
+    :param lock_wait: seconds a reader waits for another's refill before reading the database
+        itself (``LOCK_WAIT``).
     """
 
     def __init__(
@@ -66,11 +70,20 @@ class CacheAsideManager(Generic[M]):
         ttl: float | None = _UNSET,
         negative_ttl: float | None = _UNSET,
         jitter: float | None = _UNSET,
+        lock_ttl: float | None = _UNSET,
+        lock_wait: float | None = _UNSET,
     ) -> None:
-        self._options = {"TTL": ttl, "NEGATIVE_TTL": negative_ttl, "TTL_JITTER": jitter}
+        self._options = {
+            "TTL": ttl,
+            "NEGATIVE_TTL": negative_ttl,
+            "TTL_JITTER": jitter,
+            "LOCK_TTL": lock_ttl,
+            "LOCK_WAIT": lock_wait,
+        }
         self.model: type[M] | None = None
         self.name: str | None = None
         self._current: _ManagerSettings | None = None
+        self._flights = Flights()
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -79,6 +92,8 @@ class CacheAsideManager(Generic[M]):
             ttl=self._options["TTL"],
             negative_ttl=self._options["NEGATIVE_TTL"],
             jitter=self._options["TTL_JITTER"],
+            lock_ttl=self._options["LOCK_TTL"],
+            lock_wait=self._options["LOCK_WAIT"],
         )
 
     def contribute_to_class(self, model: type[M], name: str) -> None:
@@ -200,28 +215,93 @@ class CacheAsideManager(Generic[M]):
 
     def _lookup_entry(self, db: str, key: str, fill: bool) -> tuple[Any, Read]:
         """The decoded entry under ``key`` (or ``None``) and, on a miss, the stamp to fill with."""
-        backend = get_backend()
-        entry = backend.read(key)
+        entry = get_backend().read(key)
         found = self._decode(db, key, entry)
         if found is not None:
             return found, UNAVAILABLE
-        if not fill:
-            read = UNAVAILABLE
-        else:
-            # An entry we could not use (another schema, corrupt) is replaced: ask for the stamp.
-            read = backend.read_or_begin(key, self._ttl_ms(), entry=entry is None)
-            found = self._decode(db, key, read.entry)
+        found, read, _raw = self._begin(db, key, fill, replace=entry is not None)
+        return found, read
+
+    def _begin(
+        self, db: str, key: str, fill: bool, replace: bool
+    ) -> tuple[Any, Read, bytes | None]:
+        """After a miss: the stamp and the refill lease, or another process's fill to wait for.
+
+        ``(found, read, raw)``: ``found`` decoded from ``raw`` if an entry appeared meanwhile; else
+        ``read`` says what to fill with (``read.lease`` set when this call must fill or release it).
+        ``replace`` asks for the stamp even though an (unusable) entry is there.
+        """
+        found, read, raw = None, UNAVAILABLE, None
+        if fill:
+            backend = get_backend()
+            lease = locks.new_lease(key, float(self.option("LOCK_TTL")))
+            ttl = self._ttl_ms()
+            read = backend.read_or_begin(key, ttl, entry=not replace, lease=lease)
+            raw = read.entry
+            found = self._decode(db, key, raw)
+            if found is None and read.stamp is not None and read.lease is None:
+                waited_for: list[bytes | None] = []
+
+                def decode(entry: bytes | None) -> Any:
+                    waited_for.append(entry)
+                    return self._decode(db, key, entry)
+
+                found, read, waited = locks.wait_for_fill(
+                    backend, key, ttl, lease, decode, float(self.option("LOCK_WAIT"))
+                )
+                raw = waited_for[-1] if found is not None else None
+                outcome = "waited" if found is not None else "acquired" if read.lease else "timeout"
+                signals.cache_lease.send(sender=self.model, key=key, outcome=outcome, waited=waited)
+            elif read.lease is not None:
+                signals.cache_lease.send(sender=self.model, key=key, outcome="acquired", waited=0.0)
         if found is None:
             signals.cache_miss.send(sender=self.model, key=key)
-        return found, read
+        return found, read, raw
+
+    def _refill(self, db: str, lookup: Lookup, key: str, replace: bool) -> tuple[Any, bytes | None]:
+        """Leader of a miss: ``(row or NOT_FOUND, its entry bytes or None if not cacheable)``."""
+        found, read, raw = self._begin(db, key, True, replace)
+        if found is not None:
+            return found, raw
+        try:
+            found, duration = self._load(db, lookup)
+        except BaseException:
+            if read.lease is not None:
+                get_backend().release(read.lease)
+            raise
+        entry = self._entry_for(found)
+        if entry is not None and read.stamp is not None:
+            self._write(key, read, entry, found is NOT_FOUND, duration)
+        elif read.lease is not None:
+            get_backend().release(read.lease)
+        return found, entry
 
     def _get_pk(self, db: str, lookup: Lookup, fill: bool) -> M:
         key = self.key_for_pk(lookup.items[0][1])
-        found, read = self._lookup_entry(db, key, fill)
-        if found is None:
-            found, duration = self._load(db, lookup)
-            if read.stamp is not None:
-                self._fill(key, read.stamp, found, duration)
+        entry = get_backend().read(key)
+        found = self._decode(db, key, entry)
+        if found is None and not fill:
+            signals.cache_miss.send(sender=self.model, key=key)
+            found, _duration = self._load(db, lookup)
+        elif found is None:
+            replace = entry is not None
+            leading, result = self._flights.run(
+                (db, key),
+                lambda: self._refill(db, lookup, key, replace),
+                float(self.option("LOCK_WAIT")),
+            )
+            if leading:
+                found = result[0]
+            else:
+                # A concurrent caller in this process loaded the row: build our own instance from
+                # its entry bytes (never share an instance between callers).
+                signals.cache_lease.send(
+                    sender=self.model, key=key, outcome="coalesced", waited=0.0
+                )
+                shared = result[1] if result is not None else None
+                found = self._decode(db, key, shared) if shared is not None else None
+                if found is None:
+                    found, _duration = self._load(db, lookup)
         if found is NOT_FOUND:
             raise self._does_not_exist()
         if not isinstance(found, self.model):  # type: ignore[arg-type]
@@ -250,7 +330,9 @@ class CacheAsideManager(Generic[M]):
             missing = loaded is NOT_FOUND
             codec = self.codec
             pointer = codec.encode_missing() if missing else codec.encode_pointer(loaded.pk)
-            self._write(key, read.stamp, pointer, missing, duration)
+            self._write(key, read, pointer, missing, duration)
+        elif read.lease is not None:
+            get_backend().release(read.lease)
         if loaded is NOT_FOUND:
             raise self._does_not_exist()
         return loaded  # type: ignore[no-any-return]
@@ -339,14 +421,10 @@ class CacheAsideManager(Generic[M]):
     def _entry_ttl(self, obj: Any) -> int:
         return self._ttl_ms("NEGATIVE_TTL" if obj is NOT_FOUND else "TTL")
 
-    def _fill(self, key: str, stamp: bytes, obj: Any, duration: float) -> None:
-        entry = self._entry_for(obj)
-        if entry is not None:
-            self._write(key, stamp, entry, obj is NOT_FOUND, duration)
-
-    def _write(self, key: str, stamp: bytes, entry: bytes, missing: bool, duration: float) -> None:
+    def _write(self, key: str, read: Read, entry: bytes, missing: bool, duration: float) -> None:
+        assert read.stamp is not None
         ttl = self._ttl_ms("NEGATIVE_TTL" if missing else "TTL")
-        written = get_backend().fill(key, stamp, entry, ttl)
+        written = get_backend().fill(key, read.stamp, entry, ttl, read.lease)
         signals.cache_fill.send(sender=self.model, key=key, written=written, duration=duration)
 
     def _does_not_exist(self) -> Exception:

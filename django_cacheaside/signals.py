@@ -9,6 +9,11 @@ Every signal is sent with ``sender`` set to the model class (``cache_error``: th
 ``cache_fill(sender, key, written, duration)``
     After a database load on a miss. ``written`` is ``False`` when the fill lost its compare-and-set
     (the object was invalidated while it loaded) or Redis failed; ``duration`` is the load in seconds.
+``cache_lease(sender, key, outcome, waited)``
+    The refill lease of a miss. ``outcome``: ``"acquired"`` (this process loads; ``waited`` > 0 if
+    it first waited for a holder that died), ``"waited"`` (another process filled while we waited),
+    ``"timeout"`` (``LOCK_WAIT`` ran out: read from the database, not filled) or ``"coalesced"``
+    (another thread of this process loaded it). ``waited`` is in seconds.
 ``cache_bypass(sender, reason)``
     A read went straight to the database: ``reason`` is ``"dirty"`` (this transaction wrote the
     model) or ``"not_cacheable"`` (a value the serializer cannot encode).
@@ -26,5 +31,6 @@ cache_hit = Signal(use_caching=True)
 cache_miss = Signal(use_caching=True)
 cache_fill = Signal(use_caching=True)
 cache_bypass = Signal(use_caching=True)
+cache_lease = Signal(use_caching=True)
 cache_invalidate = Signal(use_caching=True)
 cache_error = Signal(use_caching=True)

@@ -46,14 +46,24 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class Lease(NamedTuple):
+    """A refill lease: the lock key of one object and the random token of one fill."""
+
+    key: str
+    token: bytes
+    ttl_ms: int
+
+
 class Read(NamedTuple):
     """What a miss-path read found: the entry, or else the stamp a fill must match.
 
-    Both are ``None`` when Redis could not be asked: load from the database, do not fill.
+    ``lease`` is set when this read holds the object's refill lease (and must fill or release it).
+    Entry and stamp are both ``None`` when Redis could not be asked: load, do not fill.
     """
 
     entry: bytes | None
     stamp: bytes | None
+    lease: Lease | None = None
 
 
 UNAVAILABLE = Read(None, None)
@@ -180,39 +190,65 @@ class Backend:
             return []
         return self._read_many(keys) or [None] * len(keys)
 
-    def read_or_begin(self, key: str, ttl_ms: int, *, entry: bool = True) -> Read:
+    def read_or_begin(
+        self, key: str, ttl_ms: int, *, entry: bool = True, lease: Lease | None = None
+    ) -> Read:
         """The entry under ``key`` or else its stamp (created if missing, with ``ttl_ms``).
 
         ``entry=False`` always answers the stamp: for replacing an entry the reader cannot use.
+        With ``lease``, a miss also takes the object's refill lease unless another fill holds it.
         """
-        return self.read_or_begin_many([key], ttl_ms, entry=entry)[0]
+        return self.read_or_begin_many([key], ttl_ms, entry=entry, lease=lease)[0]
 
     @fail_open(default=None)
-    def _read_or_begin_many(self, keys: Sequence[str], ttl_ms: int, entry: bool) -> list[Read]:
+    def _read_or_begin_many(
+        self, keys: Sequence[str], ttl_ms: int, entry: bool, lease: Lease | None
+    ) -> list[Read]:
         sha = scripts.SHAS["read_or_begin"]
         want = 1 if entry else 0
-        replies = self._run_pipeline(
-            [("EVALSHA", sha, 1, key, new_stamp(), ttl_ms, want) for key in keys]
-        )
-        return [
-            Read(_as_bytes(value), None) if int(flag) == 1 else Read(None, _as_bytes(value))
-            for flag, value in replies
-        ]
+        commands: list[tuple[Any, ...]]
+        if lease is None:
+            commands = [("EVALSHA", sha, 1, key, new_stamp(), ttl_ms, want, "") for key in keys]
+        else:
+            commands = [
+                (
+                    "EVALSHA",
+                    sha,
+                    2,
+                    key,
+                    lease.key,
+                    new_stamp(),
+                    ttl_ms,
+                    want,
+                    lease.token,
+                    lease.ttl_ms,
+                )
+                for key in keys
+            ]
+        reads = []
+        for flag, value, leased in self._run_pipeline(commands):
+            if int(flag) == 1:
+                reads.append(Read(_as_bytes(value), None))
+            else:
+                reads.append(Read(None, _as_bytes(value), lease if int(leased) == 1 else None))
+        return reads
 
     def read_or_begin_many(
-        self, keys: Sequence[str], ttl_ms: int, *, entry: bool = True
+        self, keys: Sequence[str], ttl_ms: int, *, entry: bool = True, lease: Lease | None = None
     ) -> list[Read]:
         """For each key in one round trip: its entry, or the stamp a fill must match."""
         if not keys:
             return []
-        return self._read_or_begin_many(keys, ttl_ms, entry) or [UNAVAILABLE] * len(keys)
+        return self._read_or_begin_many(keys, ttl_ms, entry, lease) or [UNAVAILABLE] * len(keys)
 
     # -- writes --------------------------------------------------------------------------------
 
     @fail_open(default=None)
     def _fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
         sha = scripts.SHAS["fill"]
-        commands = [("EVALSHA", sha, 1, key, stamp, entry, ttl) for key, stamp, entry, ttl in items]
+        commands = [
+            ("EVALSHA", sha, 1, key, stamp, entry, ttl, "") for key, stamp, entry, ttl in items
+        ]
         return [int(written) == 1 for written in self._run_pipeline(commands)]
 
     def fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
@@ -221,8 +257,25 @@ class Backend:
             return []
         return self._fill_many(items) or [False] * len(items)
 
-    def fill(self, key: str, stamp: bytes, entry: bytes, ttl_ms: int) -> bool:
-        return self.fill_many([(key, stamp, entry, ttl_ms)])[0]
+    @fail_open(default=False)
+    def fill(
+        self, key: str, stamp: bytes, entry: bytes, ttl_ms: int, lease: Lease | None = None
+    ) -> bool:
+        """Write ``entry`` if the stamp is unchanged, then release ``lease`` if it is still ours."""
+        if lease is None:
+            return self.fill_many([(key, stamp, entry, ttl_ms)])[0]
+        sha = scripts.SHAS["fill"]
+        (written,) = self._run_pipeline(
+            [("EVALSHA", sha, 2, key, lease.key, stamp, entry, ttl_ms, lease.token)]
+        )
+        return int(written) == 1
+
+    @fail_open(default=False)
+    def release(self, lease: Lease) -> bool:
+        """Give ``lease`` back, only if it is still ours (another fill may hold it after expiry)."""
+        sha = scripts.SHAS["release"]
+        (released,) = self._run_pipeline([("EVALSHA", sha, 1, lease.key, lease.token)])
+        return int(released) == 1
 
     @fail_open(default=False)
     def delete(self, keys: Sequence[str]) -> bool:
