@@ -14,8 +14,10 @@ command sent once more. After ``fork()`` the child never touches its parent's so
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +26,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 _POOLS = (redis.ConnectionPool, redis.BlockingConnectionPool)
+
+
+def _close(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.disconnect()
 
 
 class DirectCommands:
@@ -52,6 +59,8 @@ class DirectCommands:
         pool = self._pool
         conn = pool.connection_class(**pool.connection_kwargs)
         local.conn, local.pid = conn, pid
+        # Close the socket when the thread is gone, rather than leaving it to the garbage collector.
+        weakref.finalize(threading.current_thread(), _close, conn)
         return conn, False
 
     def _drop(self, conn: Any) -> None:

@@ -1,0 +1,277 @@
+"""Stampede protection: the refill lease, bounded waiting and in-process coalescing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+
+import django_cacheaside
+from django_cacheaside import keys, signals
+from django_cacheaside.backend import get_backend
+from django_cacheaside.locks import new_lease
+from tests.factories import ArticleFactory
+from tests.testapp.models import Article
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LOADER_SECONDS = 0.1
+
+
+class LoadCounter:
+    """Counts (and slows) SELECTs of the article table run by any thread that installs it."""
+
+    def __init__(self, delay: float = LOADER_SECONDS) -> None:
+        self.delay = delay
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.lstrip().upper().startswith("SELECT") and "testapp_article" in sql:
+            with self._lock:
+                self.count += 1
+            time.sleep(self.delay)  # before the query: no database lock is held while we sleep
+        return execute(sql, params, many, context)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        with connection.execute_wrapper(self):
+            yield
+
+
+def outcomes() -> Any:
+    seen: list[str] = []
+
+    def record(sender: Any, outcome: str, **kwargs: Any) -> None:
+        seen.append(outcome)
+
+    return seen, record
+
+
+def run_threads(count: int, target: Any) -> list[Any]:
+    results: list[Any] = [None] * count
+    barrier = threading.Barrier(count)
+
+    def work(index: int) -> None:
+        try:
+            barrier.wait()
+            started = time.monotonic()
+            results[index] = (target(), time.monotonic() - started)
+        except BaseException as error:  # pragma: no cover - reported by the assertion below
+            results[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_64_threads_on_a_just_invalidated_key_load_it_once() -> None:
+    article = ArticleFactory.create(title="hot")
+    Article.cached.get(pk=article.pk)
+    django_cacheaside.invalidate(article)
+    loads = LoadCounter()
+
+    def read() -> Any:
+        with loads.installed():
+            return Article.cached.get(pk=article.pk)
+
+    results = run_threads(64, read)
+    assert loads.count == 1
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert {r[0].title for r in results} == {"hot"}
+    assert len({id(r[0]) for r in results}) == 64  # every caller has its own instance
+    assert max(r[1] for r in results) < LOADER_SECONDS + 0.25
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_4_processes_of_16_threads_load_it_once() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("an in-memory SQLite test database cannot be shared between processes")
+    article = ArticleFactory.create(title="hot")
+    Article.cached.get(pk=article.pk)
+    django_cacheaside.invalidate(article)
+    connections.close_all()
+    pipes = []
+    for _ in range(4):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child: report "loads titles max_seconds"
+            loads = LoadCounter()
+
+            def read() -> Any:
+                with loads.installed():
+                    return Article.cached.get(pk=article.pk)
+
+            results = run_threads(16, read)
+            ok = all(not isinstance(r, BaseException) for r in results)
+            titles = ",".join(sorted({r[0].title for r in results})) if ok else "error"
+            worst = max(r[1] for r in results) if ok else 99
+            os.write(write_end, f"{loads.count} {titles} {worst:.3f}".encode())
+            os._exit(0)
+        os.close(write_end)
+        pipes.append((pid, read_end))
+    reports = []
+    for pid, read_end in pipes:
+        reports.append(os.read(read_end, 200).decode().split())
+        os.waitpid(pid, 0)
+    assert sum(int(loads) for loads, _t, _w in reports) == 1
+    assert {titles for _l, titles, _w in reports} == {"hot"}
+    assert max(float(worst) for _l, _t, worst in reports) < LOADER_SECONDS + 0.25
+
+
+def test_a_killed_lease_holder_delays_the_others_at_most_the_lock_ttl(
+    settings: Any, redis_client: Any
+) -> None:
+    if not hasattr(os, "fork"):  # pragma: no cover
+        pytest.skip("needs fork()")
+    if connection.vendor != "postgresql":
+        pytest.skip("an in-memory SQLite test database cannot be shared between processes")
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "LOCK_TTL": 0.5, "LOCK_WAIT": 3}
+    article = ArticleFactory.create(title="survivor")
+    key = Article.cached.key_for_pk(article.pk)
+    connections.close_all()
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the holder: takes the lease, then hangs in its load
+        hang = LoadCounter(delay=60)
+
+        def announce(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            os.write(ready_write, b"1")
+            return hang(execute, sql, params, many, context)
+
+        with connection.execute_wrapper(announce):
+            Article.cached.get(pk=article.pk)
+        os._exit(0)
+    assert os.read(ready_read, 1) == b"1"  # the child holds the lease and is loading
+    assert redis_client.exists(keys.lock_key(key))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    loads = LoadCounter(delay=0)
+
+    def read() -> Any:
+        with loads.installed():
+            return Article.cached.get(pk=article.pk)
+
+    results = run_threads(8, read)
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert {r[0].title for r in results} == {"survivor"}
+    assert max(r[1] for r in results) < 0.5 + 0.25  # the lease TTL plus a margin
+    assert loads.count == 1  # 2 loads in all: the killed one and this one
+    assert not redis_client.exists(keys.lock_key(key))  # released by the fill
+
+
+def test_a_wait_that_runs_out_reads_the_database_and_does_not_fill(
+    settings: Any, redis_client: Any, django_assert_num_queries: Any
+) -> None:
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "LOCK_WAIT": 0.1}
+    article = ArticleFactory.create()
+    key = Article.cached.key_for_pk(article.pk)
+    other = new_lease(key, 5)
+    get_backend().read_or_begin(key, 60_000, lease=other)  # another process holds the lease
+    seen, record = outcomes()
+    signals.cache_lease.connect(record)
+    try:
+        started = time.monotonic()
+        with django_assert_num_queries(1):
+            assert Article.cached.get(pk=article.pk) == article
+        elapsed = time.monotonic() - started
+    finally:
+        signals.cache_lease.disconnect(record)
+    assert seen == ["timeout"]
+    assert 0.1 <= elapsed < 0.1 + 0.25
+    assert redis_client.hget(key, "d") is None  # the waiter did not fill
+    assert redis_client.get(keys.lock_key(key)) == other.token  # and left the lease alone
+
+
+def test_an_expired_lease_and_an_invalidation_reject_the_old_fill(redis_client: Any) -> None:
+    article = ArticleFactory.create(title="v1")
+    v1_entry = Article.cached.codec.encode_row(Article.objects.get(pk=article.pk))
+    key = Article.cached.key_for_pk(article.pk)
+    backend = get_backend()
+    slow = new_lease(key, 0.05)
+    first = backend.read_or_begin(key, 60_000, lease=slow)
+    assert first.lease is slow
+    time.sleep(0.1)  # the slow loader's lease expires ...
+    fast = new_lease(key, 5)
+    assert backend.read_or_begin(key, 60_000, lease=fast).lease is fast  # ... and another takes it
+    article.title = "v2"
+    article.save()  # commits and invalidates while both are loading
+    assert first.stamp is not None
+    assert backend.fill(key, first.stamp, v1_entry, 60_000, first.lease) is False
+    assert redis_client.get(keys.lock_key(key)) == fast.token  # not released by a non-owner
+    assert Article.cached.get(pk=article.pk).title == "v2"
+
+
+def test_the_lease_is_released_when_the_load_fails(redis_client: Any) -> None:
+    article = ArticleFactory.create()
+    key = Article.cached.key_for_pk(article.pk)
+
+    def broken(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        raise RuntimeError("database went away")
+
+    with connection.execute_wrapper(broken), pytest.raises(RuntimeError):
+        Article.cached.get(pk=article.pk)
+    assert not redis_client.exists(keys.lock_key(key))
+    assert Article.cached.get(pk=article.pk) == article  # nothing was cached for the error
+
+
+def test_coalesced_callers_share_the_error_and_nothing_is_cached(redis_client: Any) -> None:
+    article = ArticleFactory.create()
+    key = Article.cached.key_for_pk(article.pk)
+    calls = []
+
+    def failing(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if "testapp_article" in sql:
+            calls.append(1)
+            time.sleep(0.1)
+            raise RuntimeError("boom")
+        return execute(sql, params, many, context)
+
+    def read() -> Any:
+        with connection.execute_wrapper(failing):
+            return Article.cached.get(pk=article.pk)
+
+    results = run_threads(8, read)
+    assert len(calls) == 1
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert redis_client.hget(key, "d") is None
+    assert not redis_client.exists(keys.lock_key(key))
+
+
+def test_every_lease_key_expires(redis_client: Any) -> None:
+    key = Article.cached.key_for_pk(1)
+    lease = new_lease(key, 5)
+    get_backend().read_or_begin(key, 60_000, lease=lease)
+    assert 0 < redis_client.pttl(keys.lock_key(key)) <= 5_000
+    get_backend().release(lease)
+
+
+def test_threads_of_one_process_coalesce_instead_of_polling_redis() -> None:
+    article = ArticleFactory.create()
+    loads = LoadCounter()
+    seen, record = outcomes()
+    signals.cache_lease.connect(record)
+
+    def read() -> Any:
+        with loads.installed():
+            return Article.cached.get(pk=article.pk)
+
+    try:
+        results = run_threads(16, read)
+    finally:
+        signals.cache_lease.disconnect(record)
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert loads.count == 1
+    assert sorted(seen) == ["acquired"] + ["coalesced"] * 15  # nobody waited on the lease
