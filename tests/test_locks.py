@@ -110,7 +110,7 @@ def test_4_processes_of_16_threads_load_it_once() -> None:
         if pid == 0:  # pragma: no cover - child: report "loads titles max_seconds"
             loads = LoadCounter()
 
-            def read() -> Any:
+            def read(loads: LoadCounter = loads) -> Any:
                 with loads.installed():
                     return Article.cached.get(pk=article.pk)
 
