@@ -22,6 +22,7 @@ from itertools import accumulate
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import connection, reset_queries, transaction
 from django.db.models import Model
@@ -169,17 +170,32 @@ def run_reads(
 class Scenario:
     """One way of reading the hot row; each becomes a row of the stampede table.
 
-    ``setup`` is entered around the scenario's stampedes (a setting override, say). The stampede
-    lock, when it lands, is one more ``Scenario("with lock", ...)`` appended to ``SCENARIOS``.
+    ``drop`` removes the row's cache entry (what a save elsewhere does); ``setup`` is entered
+    around the scenario's stampedes (a setting override, say).
     """
 
     label: str
     read: Callable[[Any], Model]
+    drop: Callable[[Model], None]
     setup: Callable[[], AbstractContextManager[Any]] = nullcontext
 
 
+def _plain_key(pk: Any) -> str:
+    return f"example-plain-dashboard-{pk}"
+
+
+def plain_cache_aside(pk: Any) -> Model:
+    """The textbook helper: GET; on a miss query the database and SET with a TTL. No lock."""
+    row = cache.get(_plain_key(pk))
+    if row is None:
+        row = Dashboard.objects.get(pk=pk)
+        cache.set(_plain_key(pk), row, 300)
+    return row
+
+
 SCENARIOS: list[Scenario] = [
-    Scenario("without lock", lambda pk: Dashboard.cached.get(pk=pk)),
+    Scenario("plain cache-aside", plain_cache_aside, lambda row: cache.delete(_plain_key(row.pk))),
+    Scenario("Model.cached", lambda pk: Dashboard.cached.get(pk=pk), invalidate),
 ]
 
 
@@ -248,7 +264,7 @@ def stampede_once(
     threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(readers)]
     for thread in threads:
         thread.start()
-    invalidate(dashboard)  # e.g. a save elsewhere: the entry is gone, the row is still hot
+    scenario.drop(dashboard)  # e.g. a save elsewhere: the entry is gone, the row is still hot
     with suppress(threading.BrokenBarrierError):  # a reader failed: its error is raised below
         barrier.wait(timeout=30)
     started = time.perf_counter()
@@ -357,8 +373,8 @@ class Command(BaseCommand):
                 f"  {result.label}: {max(result.queries)} queries for {threads} concurrent readers."
             )
         say(
-            "  with lock: not measured - django-cacheaside has no stampede lock yet; it arrives "
-            "with the stampede-protection feature (one loader per miss, the others wait for it)."
+            "  Model.cached takes a refill lease on a miss and coalesces the threads of one "
+            "process: one loader, the others wait for its fill."
         )
 
     def hot_dashboard(self) -> Dashboard:
