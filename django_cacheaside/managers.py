@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, cast
 
 from django.db import connections, models, router
 
-from django_cacheaside import keys, locks, registry, signals, transactions
+from django_cacheaside import batch, keys, locks, registry, signals, transactions
 from django_cacheaside.backend import UNAVAILABLE, Read, get_backend, report_error
 from django_cacheaside.coalescing import Flights
 from django_cacheaside.codec import NOT_FOUND, Codec
@@ -342,51 +342,7 @@ class CacheAsideManager(Generic[M]):
 
         One Redis round trip for the lookups, one ``pk__in`` query for the misses, one pipelined fill.
         """
-        wanted = list(dict.fromkeys(self._resolver.normalise_pk(pk) for pk in pks))
-        db, fill = self._policy()
-        if fill is None:
-            return self._base(db).in_bulk(wanted)
-        key_of = {pk: self.key_for_pk(pk) for pk in wanted}
-        backend = get_backend()
-        if fill:
-            reads = backend.read_or_begin_many(list(key_of.values()), self._ttl_ms())
-        else:
-            reads = [Read(e, None) for e in backend.read_many(list(key_of.values()))]
-        found: dict[Any, Any] = {}
-        stamps: dict[Any, bytes | None] = {}
-        unusable: list[Any] = []
-        for pk, read in zip(wanted, reads, strict=True):
-            obj = self._decode(db, key_of[pk], read.entry)
-            if obj is None:
-                signals.cache_miss.send(sender=self.model, key=key_of[pk])
-                stamps[pk] = read.stamp
-                if read.entry is not None:
-                    unusable.append(pk)
-            elif isinstance(obj, self.model):  # type: ignore[arg-type]
-                found[pk] = obj
-        if fill and unusable:
-            # Entries of another schema, or corrupt: take their stamps so the fill replaces them.
-            again = backend.read_or_begin_many(
-                [key_of[pk] for pk in unusable], self._ttl_ms(), entry=False
-            )
-            stamps.update((pk, read.stamp) for pk, read in zip(unusable, again, strict=True))
-        if stamps:
-            started = time.perf_counter()
-            loaded = self._base(db).in_bulk(list(stamps))
-            duration = time.perf_counter() - started
-            fills = []
-            for pk, stamp in stamps.items():
-                obj = loaded.get(pk, NOT_FOUND)
-                if obj is not NOT_FOUND:
-                    found[pk] = obj
-                if stamp is not None:
-                    entry = self._entry_for(obj)
-                    if entry is not None:
-                        fills.append((key_of[pk], stamp, entry, self._entry_ttl(obj)))
-            written = backend.fill_many(fills)
-            for (key, *_rest), ok in zip(fills, written, strict=True):
-                signals.cache_fill.send(sender=self.model, key=key, written=ok, duration=duration)
-        return {pk: found[pk] for pk in wanted if pk in found}
+        return batch.get_many(self, pks)
 
     # -- loading and filling -------------------------------------------------------------------
 
