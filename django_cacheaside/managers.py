@@ -22,6 +22,7 @@ from django_cacheaside.codec import NOT_FOUND, Codec
 from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 from django_cacheaside.lookups import Lookup, LookupResolver
+from django_cacheaside.refresh import RefreshPolicy
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -62,6 +63,9 @@ class CacheAsideManager(Generic[M]):
     :param lock_ttl: seconds a refill lease lives (``LOCK_TTL``).
     :param lock_wait: seconds a reader waits for another's refill before reading the database
         itself (``LOCK_WAIT``).
+    :param early_refresh: refresh hot entries shortly before they expire (XFetch), see
+        :mod:`django_cacheaside.refresh`; ``beta`` scales how early (default 1).
+    :param stale_ttl: seconds an expired entry may still be served while one caller refreshes it.
     """
 
     def __init__(
@@ -72,6 +76,9 @@ class CacheAsideManager(Generic[M]):
         jitter: float | None = _UNSET,
         lock_ttl: float | None = _UNSET,
         lock_wait: float | None = _UNSET,
+        early_refresh: bool = False,
+        beta: float = 1.0,
+        stale_ttl: float = 0,
     ) -> None:
         self._options = {
             "TTL": ttl,
@@ -84,6 +91,7 @@ class CacheAsideManager(Generic[M]):
         self.name: str | None = None
         self._current: _ManagerSettings | None = None
         self._flights = Flights()
+        self._refresh = RefreshPolicy(early_refresh, beta, stale_ttl)
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -94,6 +102,9 @@ class CacheAsideManager(Generic[M]):
             jitter=self._options["TTL_JITTER"],
             lock_ttl=self._options["LOCK_TTL"],
             lock_wait=self._options["LOCK_WAIT"],
+            early_refresh=self._refresh.early_refresh,
+            beta=self._refresh.beta,
+            stale_ttl=self._refresh.stale_ms / 1000,
         )
 
     def contribute_to_class(self, model: type[M], name: str) -> None:
@@ -263,23 +274,51 @@ class CacheAsideManager(Generic[M]):
         found, read, raw = self._begin(db, key, True, replace)
         if found is not None:
             return found, raw
+        return self._load_and_fill(db, lookup, key, read)
+
+    def _load_and_fill(
+        self, db: str, lookup: Lookup, key: str, read: Read, pointer: bool = False
+    ) -> tuple[Any, bytes | None]:
+        """Load, fill under ``read``'s stamp, release its lease whatever happens."""
         try:
             found, duration = self._load(db, lookup)
         except BaseException:
             if read.lease is not None:
                 get_backend().release(read.lease)
             raise
-        entry = self._entry_for(found)
-        if entry is not None and read.stamp is not None:
-            self._write(key, read, entry, found is NOT_FOUND, duration)
+        prepared = self._prepare(found, duration, pointer)
+        if prepared is not None and read.stamp is not None:
+            self._write(key, read, *prepared, duration)
         elif read.lease is not None:
             get_backend().release(read.lease)
-        return found, entry
+        return found, prepared[0] if prepared is not None else None
+
+    def _refresh_now(self, db: str, lookup: Lookup, key: str, reason: str) -> Any:
+        """Refresh a hit's entry if no one else is: the new row, or ``None`` (serve the entry)."""
+        lease = locks.new_lease(key, float(self.option("LOCK_TTL")))
+        read = get_backend().read_or_begin(key, self._ttl_ms(), entry=False, lease=lease)
+        if read.lease is None or read.stamp is None:
+            return None
+        signals.cache_refresh.send(sender=self.model, key=key, reason=reason)
+        try:
+            return self._load_and_fill(db, lookup, key, read)[0]
+        except Exception as error:  # the entry we have is still good: serve it
+            report_error("refresh", error)
+            return None
 
     def _get_pk(self, db: str, lookup: Lookup, fill: bool) -> M:
         key = self.key_for_pk(lookup.items[0][1])
         entry = get_backend().read(key)
         found = self._decode(db, key, entry)
+        if found is not None and self._refresh.enabled and fill:
+            assert entry is not None
+            reason = self._refresh.due(entry)
+            if reason is not None:
+                refreshed = self._refresh_now(db, lookup, key, reason)
+                if refreshed is not None:
+                    found = refreshed
+                elif reason == "stale":
+                    signals.cache_stale.send(sender=self.model, key=key)
         if found is None and not fill:
             signals.cache_miss.send(sender=self.model, key=key)
             found, _duration = self._load(db, lookup)
@@ -325,14 +364,7 @@ class CacheAsideManager(Generic[M]):
                 return obj
             get_backend().delete([key])
             return self._load_or_raise(db, lookup)
-        loaded, duration = self._load(db, lookup)
-        if read.stamp is not None:
-            missing = loaded is NOT_FOUND
-            codec = self.codec
-            pointer = codec.encode_missing() if missing else codec.encode_pointer(loaded.pk)
-            self._write(key, read, pointer, missing, duration)
-        elif read.lease is not None:
-            get_backend().release(read.lease)
+        loaded, _entry = self._load_and_fill(db, lookup, key, read, pointer=True)
         if loaded is NOT_FOUND:
             raise self._does_not_exist()
         return loaded  # type: ignore[no-any-return]
@@ -365,22 +397,32 @@ class CacheAsideManager(Generic[M]):
             raise self._does_not_exist()
         return obj  # type: ignore[no-any-return]
 
-    def _entry_for(self, obj: Any) -> bytes | None:
-        if obj is NOT_FOUND:
-            return self.codec.encode_missing()
+    def _prepare(
+        self, obj: Any, duration: float, pointer: bool = False
+    ) -> tuple[bytes, int] | None:
+        """``(entry, key TTL in ms)`` for a loaded row (or ``NOT_FOUND``); ``None`` if uncacheable.
+
+        The entry is fresh for the jittered TTL; the key lives ``stale_ttl`` longer for rows.
+        """
+        missing = obj is NOT_FOUND
+        ttl = self._ttl_ms("NEGATIVE_TTL" if missing else "TTL")
+        timing = (int(time.time() * 1000) + ttl, duration * 1000)
+        codec = self.codec
         try:
-            return self.codec.encode_row(obj)
+            if missing:
+                entry = codec.encode_missing(timing)
+            elif pointer:
+                entry = codec.encode_pointer(obj.pk, timing)
+            else:
+                entry = codec.encode_row(obj, timing)
         except NotCacheable:
             signals.cache_bypass.send(sender=self.model, reason="not_cacheable")
             return None
+        return entry, ttl if missing else ttl + self._refresh.stale_ms
 
-    def _entry_ttl(self, obj: Any) -> int:
-        return self._ttl_ms("NEGATIVE_TTL" if obj is NOT_FOUND else "TTL")
-
-    def _write(self, key: str, read: Read, entry: bytes, missing: bool, duration: float) -> None:
+    def _write(self, key: str, read: Read, entry: bytes, key_ttl: int, duration: float) -> None:
         assert read.stamp is not None
-        ttl = self._ttl_ms("NEGATIVE_TTL" if missing else "TTL")
-        written = get_backend().fill(key, read.stamp, entry, ttl, read.lease)
+        written = get_backend().fill(key, read.stamp, entry, key_ttl, read.lease)
         signals.cache_fill.send(sender=self.model, key=key, written=written, duration=duration)
 
     def _does_not_exist(self) -> Exception:

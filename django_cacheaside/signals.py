@@ -14,6 +14,10 @@ Every signal is sent with ``sender`` set to the model class (``cache_error``: th
     it first waited for a holder that died), ``"waited"`` (another process filled while we waited),
     ``"timeout"`` (``LOCK_WAIT`` ran out: read from the database, not filled) or ``"coalesced"``
     (another thread of this process loaded it). ``waited`` is in seconds.
+``cache_refresh(sender, key, reason)``
+    A hit refreshes its entry before serving: ``reason`` is ``"early"`` (XFetch) or ``"stale"``.
+``cache_stale(sender, key)``
+    A stale entry was served (``stale_ttl``) while another caller refreshes it.
 ``cache_bypass(sender, reason)``
     A read went straight to the database: ``reason`` is ``"dirty"`` (this transaction wrote the
     model) or ``"not_cacheable"`` (a value the serializer cannot encode).
@@ -32,5 +36,7 @@ cache_miss = Signal(use_caching=True)
 cache_fill = Signal(use_caching=True)
 cache_bypass = Signal(use_caching=True)
 cache_lease = Signal(use_caching=True)
+cache_refresh = Signal(use_caching=True)
+cache_stale = Signal(use_caching=True)
 cache_invalidate = Signal(use_caching=True)
 cache_error = Signal(use_caching=True)

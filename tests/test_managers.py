@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, User
 
-from django_cacheaside import signals
+from django_cacheaside import entries, signals
 from django_cacheaside.testing import count_round_trips
 from tests.factories import ArticleFactory, MembershipFactory, OrgFactory
 from tests.testapp.models import Article, Membership, Org, ProxyArticle, Token
@@ -237,7 +237,7 @@ def test_corrupt_entry_is_a_miss_and_reported(
     Article.cached.get(pk=article.pk)
     key = Article.cached.key_for_pk(article.pk)
     entry = redis_client.hget(key, "d")
-    redis_client.hset(key, "d", entry[:10] + b"\xc1garbage")
+    redis_client.hset(key, "d", entry[: entries.HEADER_LEN] + b"\xc1garbage")
     errors: list[str] = []
 
     def record(sender: Any, operation: str, **kwargs: Any) -> None:

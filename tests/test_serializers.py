@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from django_cacheaside import entries
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 from django_cacheaside.serializers.msgpack import MsgpackSerializer
 from django_cacheaside.serializers.pickle import PickleSerializer
@@ -133,7 +134,7 @@ def test_poisoned_entry_in_redis_is_served_from_the_database(redis_client: Any) 
     row = AllTypes.objects.get()
     AllTypes.cached.get(pk=row.pk)
     key = AllTypes.cached.key_for_pk(row.pk)
-    header = redis_client.hget(key, "d")[:10]
+    header = redis_client.hget(key, "d")[: entries.HEADER_LEN]
     redis_client.hset(key, "d", header + pickle.dumps([_Boom()]))
     assert AllTypes.cached.get(pk=row.pk).pk == row.pk
     assert not os.path.exists("/tmp/cacheaside-pwned")
