@@ -107,3 +107,19 @@ class AllTypes(models.Model):
     nothing = models.CharField(max_length=10, null=True)
 
     cached = CacheAsideManager()
+
+
+class HotEarly(models.Model):
+    """Read constantly: refreshed shortly before it expires (XFetch)."""
+
+    value = models.IntegerField(default=0)
+
+    cached = CacheAsideManager(ttl=3, jitter=0, early_refresh=True)
+
+
+class HotStale(models.Model):
+    """Served stale for a while after its TTL, while one caller refreshes it."""
+
+    value = models.IntegerField(default=0)
+
+    cached = CacheAsideManager(ttl=0.3, jitter=0, stale_ttl=5)
