@@ -117,9 +117,8 @@ class Contender:
 
 
 def contenders() -> list[Contender]:
-    from benchapp.models import CachedRow
-
     import django_cacheaside
+    from benchapp.models import CachedRow
     from django_cacheaside.backend import get_backend
 
     client = get_backend().client  # the library's own redis-py client
@@ -506,14 +505,18 @@ def run_processes(
 # -- reporting -----------------------------------------------------------------------------------
 
 
-def print_table(summaries: Sequence[dict[str, Any]], env: dict[str, Any], labels: list[str]) -> None:
+def print_table(
+    summaries: Sequence[dict[str, Any]], env: dict[str, Any], labels: list[str]
+) -> None:
     print_environment("django-cacheaside stampede", env)
     processes = f"; then {env['processes']} forked processes" if env["processes"] else ""
     print(
         f"  method    one row's entry dropped, then {env['threads']} threads read it at once "
-        f"(a Barrier){processes}; SELECTs on its table slowed by {env['delay_ms']:g} ms; "
-        f"{env['trials']} interleaved trials per row after {env['warmup']} untimed; "
-        f"LOCK_WAIT {env['lock_wait']:g} s"
+        f"(a Barrier){processes}; SELECTs on its table slowed by {env['delay_ms']:g} ms"
+    )
+    print(
+        f"            {env['trials']} interleaved trials per row after {env['warmup']} untimed; "
+        f"LOCK_WAIT {env['lock_wait']:g} s; time from the barrier's release to the last reader served"
     )
     if env.get("note"):
         print(f"  note      {env['note']}")
@@ -541,7 +544,9 @@ def print_table(summaries: Sequence[dict[str, Any]], env: dict[str, Any], labels
 
     def line(cells: list[str]) -> str:
         first = cells[0].ljust(widths[0])
-        return " | ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
+        return " | ".join(
+            [first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]
+        )
 
     print(line(headers))
     print("-+-".join("-" * w for w in widths))
@@ -551,7 +556,9 @@ def print_table(summaries: Sequence[dict[str, Any]], env: dict[str, Any], labels
     for summary, label in zip(summaries, labels, strict=True):
         if summary["lease_outcomes_median"]:
             seen = ", ".join(f"{k} {v:g}" for k, v in summary["lease_outcomes_median"].items())
-            print(f"  lease outcomes per stampede, {summary['contender']} x {label} (median): {seen}")
+            print(
+                f"  lease outcomes per stampede, {summary['contender']} x {label} (median): {seen}"
+            )
     failed = [s for s in summaries if not s["all_served"]]
     for summary in failed:
         bad = next(t for t in summary["per_trial"] if t["served"] != t["readers"])
@@ -560,7 +567,7 @@ def print_table(summaries: Sequence[dict[str, Any]], env: dict[str, Any], labels
             f"{bad['readers']} readers got the row; {bad['errors']}"
         )
     if not failed:
-        print(f"  every reader of every trial got the row (pk and title checked)")
+        print("  every reader of every trial got the row (pk and title checked)")
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -618,7 +625,6 @@ def main(argv: Sequence[str]) -> int:
 
     outcomes = LeaseOutcomes()
     signals.cache_lease.connect(outcomes, weak=False)
-    children_ran = False
     try:
         create_tables()
         row = create_row()
@@ -644,7 +650,6 @@ def main(argv: Sequence[str]) -> int:
             env["processes"] = 0
             env["note"] = f"--processes {args.processes} skipped: no fork() here"
         elif args.processes:
-            children_ran = True
             results += run_processes(items, row, args, counter, outcomes)
         summaries = [r.summary() for r in results]
         if args.json:
@@ -658,8 +663,6 @@ def main(argv: Sequence[str]) -> int:
             delete_run_keys()
         finally:
             try:
-                if children_ran:
-                    connection.close()  # reconnect after the forks
                 drop_tables()
             finally:
                 try:

@@ -8,7 +8,6 @@ the object's stamp, loads the row, and fills only if the stamp did not change me
 from __future__ import annotations
 
 import functools
-import random
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Generic, cast
@@ -22,6 +21,7 @@ from django_cacheaside.codec import NOT_FOUND, Codec
 from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 from django_cacheaside.lookups import Lookup, LookupResolver
+from django_cacheaside.options import UNSET, DerivedSettings, ManagerOptions
 from django_cacheaside.refresh import RefreshPolicy
 
 if TYPE_CHECKING:
@@ -36,18 +36,6 @@ else:
 
     M = TypeVar("M", bound=models.Model)
     Owner = TypeVar("Owner", bound=models.Model)
-
-_UNSET: Any = object()
-
-
-class _ManagerSettings:
-    """What a manager derives from the settings, rebuilt when they change (``generation``)."""
-
-    def __init__(self, model: type[models.Model], label: str) -> None:
-        self.generation = app_settings.generation
-        self.namespace = keys.namespace(app_settings.KEY_PREFIX)
-        self.key_head = keys.object_key(self.namespace, label, "")[:-1]  # "...{label:" to add a pk
-        self.codec = Codec(model, app_settings.SERIALIZER())
 
 
 class CacheAsideManager(Generic[M]):
@@ -71,37 +59,35 @@ class CacheAsideManager(Generic[M]):
     def __init__(
         self,
         *,
-        ttl: float | None = _UNSET,
-        negative_ttl: float | None = _UNSET,
-        jitter: float | None = _UNSET,
-        lock_ttl: float | None = _UNSET,
-        lock_wait: float | None = _UNSET,
+        ttl: float | None = UNSET,
+        negative_ttl: float | None = UNSET,
+        jitter: float | None = UNSET,
+        lock_ttl: float | None = UNSET,
+        lock_wait: float | None = UNSET,
         early_refresh: bool = False,
         beta: float = 1.0,
         stale_ttl: float = 0,
     ) -> None:
-        self._options = {
-            "TTL": ttl,
-            "NEGATIVE_TTL": negative_ttl,
-            "TTL_JITTER": jitter,
-            "LOCK_TTL": lock_ttl,
-            "LOCK_WAIT": lock_wait,
-        }
+        self._options = ManagerOptions(
+            TTL=ttl, NEGATIVE_TTL=negative_ttl, TTL_JITTER=jitter, LOCK_TTL=lock_ttl,
+            LOCK_WAIT=lock_wait,
+        )  # fmt: skip
         self.model: type[M] | None = None
         self.name: str | None = None
-        self._current: _ManagerSettings | None = None
+        self._current: DerivedSettings | None = None
         self._flights = Flights()
         self._refresh = RefreshPolicy(early_refresh, beta, stale_ttl)
 
     # -- wiring --------------------------------------------------------------------------------
 
     def copy(self) -> CacheAsideManager[M]:
+        given = self._options.given
         return CacheAsideManager(
-            ttl=self._options["TTL"],
-            negative_ttl=self._options["NEGATIVE_TTL"],
-            jitter=self._options["TTL_JITTER"],
-            lock_ttl=self._options["LOCK_TTL"],
-            lock_wait=self._options["LOCK_WAIT"],
+            ttl=given["TTL"],
+            negative_ttl=given["NEGATIVE_TTL"],
+            jitter=given["TTL_JITTER"],
+            lock_ttl=given["LOCK_TTL"],
+            lock_wait=given["LOCK_WAIT"],
             early_refresh=self._refresh.early_refresh,
             beta=self._refresh.beta,
             stale_ttl=self._refresh.stale_ms / 1000,
@@ -145,22 +131,19 @@ class CacheAsideManager(Generic[M]):
 
     def explicit_options(self) -> dict[str, Any]:
         """The options given to the constructor (setting names as keys), defaults left out."""
-        return {name: value for name, value in self._options.items() if value is not _UNSET}
+        return self._options.explicit()
 
     def option(self, name: str) -> Any:
-        value = self._options[name]
-        return getattr(app_settings, name) if value is _UNSET else value
+        return self._options.get(name)
 
     def _ttl_ms(self, name: str = "TTL") -> int:
-        jitter = float(self.option("TTL_JITTER"))
-        seconds = float(self.option(name)) * random.uniform(1.0 - jitter, 1.0 + jitter)
-        return max(1, int(seconds * 1000))
+        return self._options.ttl_ms(name)
 
-    def _settings(self) -> _ManagerSettings:
+    def _settings(self) -> DerivedSettings:
         current = self._current
         if current is None or current.generation != app_settings.generation:
             assert self.model is not None
-            current = self._current = _ManagerSettings(self.model, self._label)
+            current = self._current = DerivedSettings(self.model, self._label)
         return current
 
     @property

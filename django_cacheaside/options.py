@@ -1,0 +1,44 @@
+"""A manager's options, and what it derives from the settings."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from django.db import models
+
+from django_cacheaside import keys
+from django_cacheaside.codec import Codec
+from django_cacheaside.conf import app_settings
+
+UNSET: Any = object()  # an option not given: follow the setting of the same name
+
+
+class ManagerOptions:
+    """Options given to a manager, by setting name; the others follow ``CACHEASIDE``."""
+
+    def __init__(self, **given: Any) -> None:
+        self.given = given
+
+    def explicit(self) -> dict[str, Any]:
+        return {name: value for name, value in self.given.items() if value is not UNSET}
+
+    def get(self, name: str) -> Any:
+        value = self.given[name]
+        return getattr(app_settings, name) if value is UNSET else value
+
+    def ttl_ms(self, name: str = "TTL") -> int:
+        """The option ``name`` (seconds) in milliseconds, jittered by ``TTL_JITTER``."""
+        jitter = float(self.get("TTL_JITTER"))
+        seconds = float(self.get(name)) * random.uniform(1.0 - jitter, 1.0 + jitter)
+        return max(1, int(seconds * 1000))
+
+
+class DerivedSettings:
+    """What a manager derives from the settings, rebuilt when they change (``generation``)."""
+
+    def __init__(self, model: type[models.Model], label: str) -> None:
+        self.generation = app_settings.generation
+        self.namespace = keys.namespace(app_settings.KEY_PREFIX)
+        self.key_head = keys.object_key(self.namespace, label, "")[:-1]  # "...{label:" to add a pk
+        self.codec = Codec(model, app_settings.SERIALIZER())
