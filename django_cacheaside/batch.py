@@ -1,22 +1,70 @@
-"""``get_many``: many objects in one Redis round trip, one query for the misses, one fill."""
+"""``get_many``: many objects in one Redis round trip, one query for the misses, one fill.
+
+Misses take their refill leases in the same round trip as the lookups (one token for the batch,
+one lease per object). Objects whose lease another caller holds are waited for together, with the
+same backoff and bound as single reads; what is still missing when the wait runs out is read with
+the rest of the misses and not filled.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from django_cacheaside import signals
-from django_cacheaside.backend import Read, get_backend
+from django_cacheaside import keys, locks, signals
+from django_cacheaside.backend import Backend, Fill, Lease, Read, get_backend
 from django_cacheaside.codec import NOT_FOUND
 
 if TYPE_CHECKING:
     from django_cacheaside.managers import CacheAsideManager
 
 
+def _wait(
+    manager: CacheAsideManager[Any],
+    backend: Backend,
+    db: str,
+    waiting: dict[Any, str],
+    leases: dict[Any, Lease],
+    found: dict[Any, Any],
+    reads: dict[Any, Read],
+) -> None:
+    """Re-read the objects in ``waiting`` until each is filled, leased to us, or time runs out."""
+    started = time.monotonic()
+    deadline = started + float(manager.option("LOCK_WAIT"))
+    delay = locks.FIRST_DELAY
+    while waiting:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            for pk in waiting:  # read from the database with the other misses, not filled
+                reads[pk] = Read(None, None)
+                signals.cache_lease.send(
+                    sender=manager.model,
+                    key=waiting[pk],
+                    outcome="timeout",
+                    waited=time.monotonic() - started,
+                )
+            return
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, locks.MAX_DELAY)
+        pks = list(waiting)
+        again = backend.read_or_begin_many(
+            [waiting[pk] for pk in pks], manager._ttl_ms(), leases=[leases[pk] for pk in pks]
+        )
+        for pk, read in zip(pks, again, strict=True):
+            obj = manager._decode(db, waiting[pk], read.entry)
+            if obj is not None:
+                if obj is not NOT_FOUND:
+                    found[pk] = obj
+                del waiting[pk]
+            elif read.lease is not None or read.stamp is None:
+                reads[pk] = read
+                del waiting[pk]
+
+
 def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, Any]:
-    """See ``CacheAsideManager.get_many``. No refill lease here (yet): concurrent misses of one
-    batch each run their own ``pk__in`` query."""
+    """See ``CacheAsideManager.get_many``."""
     model = manager.model
     wanted = list(dict.fromkeys(manager._resolver.normalise_pk(pk) for pk in pks))
     db, fill = manager._policy()
@@ -24,42 +72,75 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
         return manager._base(db).in_bulk(wanted)
     key_of = {pk: manager.key_for_pk(pk) for pk in wanted}
     backend = get_backend()
+    token = os.urandom(16)
+    lock_ms = max(1, int(float(manager.option("LOCK_TTL")) * 1000))
+    leases = {pk: Lease(keys.lock_key(key), token, lock_ms) for pk, key in key_of.items()}
     if fill:
-        reads = backend.read_or_begin_many(list(key_of.values()), manager._ttl_ms())
+        first = backend.read_or_begin_many(
+            list(key_of.values()), manager._ttl_ms(), leases=list(leases.values())
+        )
     else:
-        reads = [Read(e, None) for e in backend.read_many(list(key_of.values()))]
+        first = [Read(e, None) for e in backend.read_many(list(key_of.values()))]
     found: dict[Any, Any] = {}
-    stamps: dict[Any, bytes | None] = {}
+    misses: dict[Any, Read] = {}  # what each miss may fill with
     unusable: list[Any] = []
-    for pk, read in zip(wanted, reads, strict=True):
+    waiting: dict[Any, str] = {}
+    for pk, read in zip(wanted, first, strict=True):
         obj = manager._decode(db, key_of[pk], read.entry)
-        if obj is None:
-            signals.cache_miss.send(sender=model, key=key_of[pk])
-            stamps[pk] = read.stamp
-            if read.entry is not None:
-                unusable.append(pk)
-        elif isinstance(obj, manager.model):  # type: ignore[arg-type]
-            found[pk] = obj
+        if obj is not None:
+            if isinstance(obj, model):  # type: ignore[arg-type]
+                found[pk] = obj
+            continue
+        signals.cache_miss.send(sender=model, key=key_of[pk])
+        if read.entry is not None:
+            unusable.append(pk)
+        elif fill and read.stamp is not None and read.lease is None:
+            waiting[pk] = key_of[pk]  # another caller is loading it
+        else:
+            misses[pk] = read
     if fill and unusable:
         # Entries of another schema, or corrupt: take their stamps so the fill replaces them.
         again = backend.read_or_begin_many(
-            [key_of[pk] for pk in unusable], manager._ttl_ms(), entry=False
+            [key_of[pk] for pk in unusable],
+            manager._ttl_ms(),
+            entry=False,
+            leases=[leases[pk] for pk in unusable],
         )
-        stamps.update((pk, read.stamp) for pk, read in zip(unusable, again, strict=True))
-    if stamps:
-        started = time.perf_counter()
-        loaded = manager._base(db).in_bulk(list(stamps))
-        duration = time.perf_counter() - started
-        fills = []
-        for pk, stamp in stamps.items():
-            obj = loaded.get(pk, NOT_FOUND)
-            if obj is not NOT_FOUND:
-                found[pk] = obj
-            if stamp is not None:
-                prepared = manager._prepare(obj, duration)
-                if prepared is not None:
-                    fills.append((key_of[pk], stamp, *prepared))
-        written = backend.fill_many(fills)
-        for (key, *_rest), ok in zip(fills, written, strict=True):
-            signals.cache_fill.send(sender=model, key=key, written=ok, duration=duration)
+        misses.update(zip(unusable, again, strict=True))
+    if waiting:
+        _wait(manager, backend, db, waiting, leases, found, misses)
+    if misses:
+        _load_and_fill(manager, backend, db, misses, key_of, found)
     return {pk: found[pk] for pk in wanted if pk in found}
+
+
+def _load_and_fill(
+    manager: CacheAsideManager[Any],
+    backend: Backend,
+    db: str,
+    misses: dict[Any, Read],
+    key_of: dict[Any, str],
+    found: dict[Any, Any],
+) -> None:
+    try:
+        started = time.perf_counter()
+        loaded = manager._base(db).in_bulk(list(misses))
+        duration = time.perf_counter() - started
+    except BaseException:
+        for read in misses.values():
+            if read.lease is not None:
+                backend.release(read.lease)
+        raise
+    fills: list[Fill] = []
+    for pk, read in misses.items():
+        obj = loaded.get(pk, NOT_FOUND)
+        if obj is not NOT_FOUND:
+            found[pk] = obj
+        prepared = manager._prepare(obj, duration) if read.stamp is not None else None
+        if prepared is not None and read.stamp is not None:
+            fills.append((key_of[pk], read.stamp, prepared[0], prepared[1], read.lease))
+        elif read.lease is not None:
+            backend.release(read.lease)
+    written = backend.fill_many(fills)
+    for (key, *_rest), ok in zip(fills, written, strict=True):
+        signals.cache_fill.send(sender=manager.model, key=key, written=ok, duration=duration)

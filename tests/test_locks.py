@@ -275,3 +275,33 @@ def test_threads_of_one_process_coalesce_instead_of_polling_redis() -> None:
     assert all(not isinstance(r, BaseException) for r in results), results
     assert loads.count == 1
     assert sorted(seen) == ["acquired"] + ["coalesced"] * 15  # nobody waited on the lease
+
+
+def test_concurrent_get_many_misses_load_each_row_once() -> None:
+    articles = ArticleFactory.create_batch(5)
+    pks = [a.pk for a in articles]
+    loads = LoadCounter()
+
+    def read() -> Any:
+        with loads.installed():
+            return Article.cached.get_many(pks)
+
+    results = run_threads(8, read)
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert all(list(r[0]) == pks for r in results)
+    assert loads.count == 1  # one caller's pk__in query; the others waited for its fill
+    assert max(r[1] for r in results) < LOADER_SECONDS + 0.25
+
+
+def test_get_many_wait_that_runs_out_reads_without_filling(
+    settings: Any, redis_client: Any, django_assert_num_queries: Any
+) -> None:
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "LOCK_WAIT": 0.1}
+    held, free = ArticleFactory.create_batch(2)
+    held_key = Article.cached.key_for_pk(held.pk)
+    get_backend().read_or_begin(held_key, 60_000, lease=new_lease(held_key, 5))
+    with django_assert_num_queries(1):
+        assert list(Article.cached.get_many([held.pk, free.pk])) == [held.pk, free.pk]
+    assert redis_client.hget(held_key, "d") is None  # waited, timed out, not filled
+    assert redis_client.hget(Article.cached.key_for_pk(free.pk), "d") is not None
+    assert not redis_client.exists(keys.lock_key(Article.cached.key_for_pk(free.pk)))

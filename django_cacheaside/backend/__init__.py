@@ -54,6 +54,10 @@ class Lease(NamedTuple):
     ttl_ms: int
 
 
+# (key, stamp, entry, ttl_ms, lease or None): one compare-and-set fill.
+Fill = tuple[str, bytes, bytes, int, "Lease | None"]
+
+
 class Read(NamedTuple):
     """What a miss-path read found: the entry, or else the stamp a fill must match.
 
@@ -198,77 +202,73 @@ class Backend:
         ``entry=False`` always answers the stamp: for replacing an entry the reader cannot use.
         With ``lease``, a miss also takes the object's refill lease unless another fill holds it.
         """
-        return self.read_or_begin_many([key], ttl_ms, entry=entry, lease=lease)[0]
+        leases = [lease] if lease is not None else None
+        return self.read_or_begin_many([key], ttl_ms, entry=entry, leases=leases)[0]
 
     @fail_open(default=None)
     def _read_or_begin_many(
-        self, keys: Sequence[str], ttl_ms: int, entry: bool, lease: Lease | None
+        self, keys: Sequence[str], ttl_ms: int, entry: bool, leases: Sequence[Lease] | None
     ) -> list[Read]:
         sha = scripts.SHAS["read_or_begin"]
         want = 1 if entry else 0
         commands: list[tuple[Any, ...]]
-        if lease is None:
+        if leases is None:
             commands = [("EVALSHA", sha, 1, key, new_stamp(), ttl_ms, want, "") for key in keys]
         else:
             commands = [
-                (
-                    "EVALSHA",
-                    sha,
-                    2,
-                    key,
-                    lease.key,
-                    new_stamp(),
-                    ttl_ms,
-                    want,
-                    lease.token,
-                    lease.ttl_ms,
-                )
-                for key in keys
-            ]
+                ("EVALSHA", sha, 2, key, lease.key, new_stamp(), ttl_ms, want, lease.token,
+                 lease.ttl_ms)
+                for key, lease in zip(keys, leases, strict=True)
+            ]  # fmt: skip
         reads = []
-        for flag, value, leased in self._run_pipeline(commands):
+        replies = self._run_pipeline(commands)
+        for i, (flag, value, leased) in enumerate(replies):
             if int(flag) == 1:
                 reads.append(Read(_as_bytes(value), None))
             else:
-                reads.append(Read(None, _as_bytes(value), lease if int(leased) == 1 else None))
+                held = leases[i] if leases is not None and int(leased) == 1 else None
+                reads.append(Read(None, _as_bytes(value), held))
         return reads
 
     def read_or_begin_many(
-        self, keys: Sequence[str], ttl_ms: int, *, entry: bool = True, lease: Lease | None = None
+        self,
+        keys: Sequence[str],
+        ttl_ms: int,
+        *,
+        entry: bool = True,
+        leases: Sequence[Lease] | None = None,
     ) -> list[Read]:
-        """For each key in one round trip: its entry, or the stamp a fill must match."""
+        """For each key in one round trip: its entry, or the stamp a fill must match (and, with
+        ``leases``, one per key, the refill lease unless another fill holds it)."""
         if not keys:
             return []
-        return self._read_or_begin_many(keys, ttl_ms, entry, lease) or [UNAVAILABLE] * len(keys)
+        return self._read_or_begin_many(keys, ttl_ms, entry, leases) or [UNAVAILABLE] * len(keys)
 
     # -- writes --------------------------------------------------------------------------------
 
     @fail_open(default=None)
-    def _fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
+    def _fill_many(self, items: Sequence[Fill]) -> list[bool]:
         sha = scripts.SHAS["fill"]
         commands = [
-            ("EVALSHA", sha, 1, key, stamp, entry, ttl, "") for key, stamp, entry, ttl in items
+            ("EVALSHA", sha, 1, key, stamp, entry, ttl, "")
+            if lease is None
+            else ("EVALSHA", sha, 2, key, lease.key, stamp, entry, ttl, lease.token)
+            for key, stamp, entry, ttl, lease in items
         ]
         return [int(written) == 1 for written in self._run_pipeline(commands)]
 
-    def fill_many(self, items: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
-        """Write each ``(key, stamp, entry, ttl_ms)`` whose stamp is unchanged; one round trip."""
+    def fill_many(self, items: Sequence[Fill]) -> list[bool]:
+        """Write each ``(key, stamp, entry, ttl_ms, lease)`` whose stamp is unchanged, releasing
+        the lease (if any, and only if still ours); one round trip."""
         if not items:
             return []
         return self._fill_many(items) or [False] * len(items)
 
-    @fail_open(default=False)
     def fill(
         self, key: str, stamp: bytes, entry: bytes, ttl_ms: int, lease: Lease | None = None
     ) -> bool:
         """Write ``entry`` if the stamp is unchanged, then release ``lease`` if it is still ours."""
-        if lease is None:
-            return self.fill_many([(key, stamp, entry, ttl_ms)])[0]
-        sha = scripts.SHAS["fill"]
-        (written,) = self._run_pipeline(
-            [("EVALSHA", sha, 2, key, lease.key, stamp, entry, ttl_ms, lease.token)]
-        )
-        return int(written) == 1
+        return self.fill_many([(key, stamp, entry, ttl_ms, lease)])[0]
 
     @fail_open(default=False)
     def release(self, lease: Lease) -> bool:
