@@ -39,10 +39,7 @@ class RefreshPolicy:
         self.early_refresh = early_refresh
         self.beta = float(beta)
         self.stale_ms = int(stale_ttl * 1000)
-
-    @property
-    def enabled(self) -> bool:
-        return self.early_refresh or self.stale_ms > 0
+        self.enabled = early_refresh or self.stale_ms > 0  # read on every hit: an attribute
 
     def due(self, entry: bytes) -> str | None:
         """``"stale"``, ``"early"`` or ``None`` (serve as it is) for a hit on ``entry``."""
