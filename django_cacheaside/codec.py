@@ -86,12 +86,13 @@ class Codec:
 
     def decode(self, db: str, entry: bytes) -> Any:
         """An instance, ``NOT_FOUND``, a pointer's pk wrapped in a tuple, or ``None`` (unusable)."""
-        if not entry.startswith(self.prefix) or len(entry) < entries.HEADER_LEN:
+        parts = entries.split(entry, self.prefix)
+        if parts is None:
             return None  # written for another schema or format: a miss
-        kind = entry[9:10]
+        kind, payload = parts
         if kind == entries.MISSING:
             return NOT_FOUND
-        values = self.serializer.loads(entry[entries.HEADER_LEN :])
+        values = self.serializer.loads(payload)
         if kind == entries.POINTER and len(values) == 1:
             return (values[0],)
         if kind == entries.ROW and len(values) == len(self.attnames):
