@@ -20,13 +20,10 @@ Each object is one Redis hash ``{s: stamp, d: entry}`` with a TTL:
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import redis
 from django.core.cache import caches
@@ -34,16 +31,26 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 from redis.exceptions import NoScriptError, RedisError
 
-from django_cacheaside import signals
 from django_cacheaside.backend import scripts
 from django_cacheaside.backend.direct import DirectCommands
+from django_cacheaside.backend.errors import fail_open, report_error
+from django_cacheaside.backend.instrument import RoundTripCounter, scan_keys
 from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import BackendError
 
-logger = logging.getLogger("django_cacheaside")
-
-P = ParamSpec("P")
-R = TypeVar("R")
+__all__ = [
+    "UNAVAILABLE",
+    "Backend",
+    "Fill",
+    "Lease",
+    "Read",
+    "RoundTripCounter",
+    "fail_open",
+    "get_backend",
+    "report_error",
+    "reset",
+    "scan_keys",
+]
 
 
 class Lease(NamedTuple):
@@ -71,62 +78,6 @@ class Read(NamedTuple):
 
 
 UNAVAILABLE = Read(None, None)
-
-
-class _ErrorLog:
-    """Logs a Redis failure at most once per interval; every failure still sends ``cache_error``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next_log = 0.0
-        self._suppressed = 0
-
-    def report(self, operation: str, error: BackendError) -> None:
-        signals.cache_error.send(sender=Backend, operation=operation, error=error)
-        now = time.monotonic()
-        with self._lock:
-            if now < self._next_log:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed = self._suppressed, 0
-            self._next_log = now + float(app_settings.ERROR_LOG_INTERVAL)
-        logger.warning(
-            "Redis %s failed, answering from the database: %s (%d similar failures not logged)",
-            operation,
-            error,
-            suppressed,
-        )
-
-
-_errors = _ErrorLog()
-
-
-def report_error(operation: str, error: Exception) -> None:
-    """Log (rate-limited) and signal a cache failure found outside the backend, e.g. a bad entry."""
-    if not isinstance(error, BackendError):
-        error = BackendError(f"{type(error).__name__}: {error}")
-    _errors.report(operation, error)
-
-
-def fail_open(default: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Turn any Redis failure of the wrapped method into ``default`` (after reporting it)."""
-
-    def decorate(method: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(method)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return method(*args, **kwargs)
-            except BackendError as exc:
-                _errors.report(method.__name__, exc)
-            except (RedisError, OSError, ValueError, TypeError, IndexError) as exc:
-                # ValueError/TypeError/IndexError: a reply whose shape is not what we sent for.
-                _errors.report(method.__name__, BackendError(f"{type(exc).__name__}: {exc}"))
-            result: R = default
-            return result
-
-        return wrapper
-
-    return decorate
 
 
 def new_stamp() -> bytes:
@@ -346,42 +297,3 @@ def reset() -> None:
     global _backend
     with _backend_lock:
         _backend = None
-
-
-# -- instrumentation for tests and ops ---------------------------------------------------------
-
-
-class RoundTripCounter:
-    """Counts, while active, the requests this thread sends to Redis (a pipeline is one).
-
-    Wraps ``send_packed_command`` of redis-py's connection class: every command and every pipeline
-    goes through it exactly once. Other threads' traffic is not counted.
-    """
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self.count = 0
-        self._thread = threading.get_ident()
-        self._original: Any = None
-
-    def __enter__(self) -> RoundTripCounter:
-        target = redis.connection.AbstractConnection
-        original = target.send_packed_command
-        counter = self
-
-        def counting(conn: Any, command: Any, check_health: bool = True) -> Any:
-            if threading.get_ident() == counter._thread:
-                counter.count += 1
-            return original(conn, command, check_health)  # type: ignore[no-untyped-call]
-
-        self._original = original
-        target.send_packed_command = counting  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        redis.connection.AbstractConnection.send_packed_command = self._original  # type: ignore[method-assign]
-
-
-def scan_keys(pattern: str) -> list[bytes]:
-    """Every key matching ``pattern``, by ``SCAN`` (never ``KEYS``)."""
-    return list(get_backend().client.scan_iter(match=pattern, count=1000))
