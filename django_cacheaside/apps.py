@@ -12,7 +12,7 @@ class CacheAsideConfig(AppConfig):
 
     def ready(self) -> None:
         # Wiring only: no Redis connection, no database query.
-        from django_cacheaside import conf, receivers, registry
+        from django_cacheaside import conf, receivers, registry, writes
         from django_cacheaside.checks import check_managers, check_settings
 
         checks.register(check_settings, "cacheaside")
@@ -23,4 +23,5 @@ class CacheAsideConfig(AppConfig):
         registry.register_from_settings()
         registry.bind_inherited()
         receivers.connect_all()
+        writes.install()
         registry.mark_wired()

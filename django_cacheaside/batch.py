@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from django_cacheaside import keys, locks, signals
 from django_cacheaside.backend import Backend, Fill, Lease, Read, get_backend
 from django_cacheaside.codec import NOT_FOUND
+from django_cacheaside.tags import fill_start
 
 if TYPE_CHECKING:
     from django_cacheaside.managers import CacheAsideManager
@@ -122,6 +123,9 @@ def _load_and_fill(
     key_of: dict[Any, str],
     found: dict[Any, Any],
 ) -> None:
+    start = None
+    if any(read.stamp is not None for read in misses.values()):
+        start = fill_start(backend, manager._settings().namespace, manager._tags)
     try:
         started = time.perf_counter()
         loaded = manager._base(db).in_bulk(list(misses))
@@ -132,6 +136,7 @@ def _load_and_fill(
                 backend.release(read.lease)
         raise
     fills: list[Fill] = []
+    objects: dict[str, Any] = {}
     for pk, read in misses.items():
         obj = loaded.get(pk, NOT_FOUND)
         if obj is not NOT_FOUND:
@@ -139,8 +144,20 @@ def _load_and_fill(
         prepared = manager._prepare(obj, duration) if read.stamp is not None else None
         if prepared is not None and read.stamp is not None:
             fills.append((key_of[pk], read.stamp, prepared[0], prepared[1], read.lease))
+            objects[key_of[pk]] = obj
         elif read.lease is not None:
             backend.release(read.lease)
+    if start is not None and fills:
+        # Tagged: only fills none of whose tags was purged since before the load may write.
+        admitted = start.admits(backend, manager._tags, objects, max(f[3] for f in fills))
+        for key, _stamp, _entry, _ttl, lease in fills:
+            if key not in admitted:
+                signals.cache_fill.send(
+                    sender=manager.model, key=key, written=False, duration=duration
+                )
+                if lease is not None:
+                    backend.release(lease)
+        fills = [fill for fill in fills if fill[0] in admitted]
     written = backend.fill_many(fills)
     for (key, *_rest), ok in zip(fills, written, strict=True):
         signals.cache_fill.send(sender=manager.model, key=key, written=ok, duration=duration)

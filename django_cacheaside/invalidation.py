@@ -1,22 +1,58 @@
-"""Dropping entries: by hand (``invalidate``) and from the receivers.
+"""Dropping entries: by hand (``invalidate``, ``invalidate_tags``, ``invalidate_model``) and from
+the receivers and bulk write paths.
 
-An invalidation deletes the object's hash (stamp and entry) at once, so other processes stop serving
-the old row as early as possible, and, inside ``atomic()``, once more when the transaction commits:
-a read that filled the old row in between is undone. See :mod:`django_cacheaside.transactions`.
+An invalidation is a list of *operations*, delivered at once, so other processes stop serving the
+old row as early as possible, and, inside ``atomic()``, once more when the transaction commits: a
+read that filled the old row in between is undone. See :mod:`django_cacheaside.transactions`.
+
+Operations (plain tuples, so a transaction's queue can drop duplicates):
+
+``("DEL", key)``            an object entry or pointer, or a model's query generations (all of its
+                            cached query results)
+``("HDEL", key, *fields)``  the query generations of some fields (results that filter or order on
+                            them)
+``("ZREM", tag_key, key)``  an invalidated object leaves the set of one of its tags
+``("PURGE", tag_key)``      every entry filled under a tag (:mod:`django_cacheaside.tags`)
+``("SCAN", pattern)``       every key of a model, found by ``SCAN`` (``invalidate_model``)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db import models, router
+from django.db import DEFAULT_DB_ALIAS, models, router
 
 from django_cacheaside import keys, registry, signals, transactions
 from django_cacheaside.backend import get_backend
+from django_cacheaside.conf import app_settings
+from django_cacheaside.tags import check_tags
+
+Operation = tuple[str, ...]
 
 
-def _deliver(keys: list[str]) -> None:
-    get_backend().delete(keys)
+def deliver(operations: Sequence[Operation]) -> int:
+    """Carry out ``operations``; answer how many object keys tag purges and scans deleted."""
+    backend = get_backend()
+    plain = [op for op in operations if op[0] in ("DEL", "HDEL", "ZREM")]
+    backend.invalidate(plain)
+    deleted = 0
+    purges = [op[1] for op in operations if op[0] == "PURGE"]
+    if purges:
+        clock = keys.clock_key(keys.namespace(app_settings.KEY_PREFIX))
+        members = backend.purge_tags(clock, purges) or []
+        backend.delete(members)
+        deleted += len(members)
+    for op in operations:
+        if op[0] == "SCAN":
+            deleted += backend.delete_matching(op[1])
+    return deleted
+
+
+def _manager(model: type[models.Model]) -> Any:
+    manager = registry.manager_for(model)
+    assert manager is not None
+    return manager
 
 
 def keys_for(model: type[models.Model], pk: Any, instance: models.Model | None = None) -> list[str]:
@@ -30,8 +66,7 @@ def keys_for(model: type[models.Model], pk: Any, instance: models.Model | None =
     """
     result: list[str] = []
     for member in registry.family(model):
-        manager = registry.manager_for(member)
-        assert manager is not None
+        manager = _manager(member)
         resolver = manager._resolver
         pk_value = resolver.normalise_pk(pk)
         result.append(manager.key_for_pk(pk_value))
@@ -42,40 +77,162 @@ def keys_for(model: type[models.Model], pk: Any, instance: models.Model | None =
     return result
 
 
-def invalidate_keys(model: type[models.Model], stale: list[str], using: str, cause: str) -> None:
-    """Delete ``stale`` keys now and, inside a transaction on ``using``, again when it commits."""
-    if not stale:
-        return
-    get_backend().delete(stale)
-    labels = [keys.model_label(member) for member in registry.family(model)]
-    transactions.queue(using, labels, stale, _deliver)
+def row_operations(
+    model: type[models.Model], pk: Any, instance: models.Model | None = None
+) -> list[Operation]:
+    """Drop the entries of one row, and take it out of the tag sets ``instance`` says it is in."""
+    operations: list[Operation] = []
+    if instance is not None:
+        for member in registry.family(model):
+            manager = _manager(member)
+            spec = manager._tags
+            if not spec.enabled or not isinstance(instance, member):
+                continue
+            tags = spec.of_loaded(instance)
+            namespace = manager._settings().namespace
+            key = manager.key_for_pk(manager._resolver.normalise_pk(pk))
+            operations += [("ZREM", keys.tag_key(namespace, tag), key) for tag in tags or ()]
+    operations += [("DEL", key) for key in keys_for(model, pk, instance)]
+    return operations
+
+
+def query_operations(
+    model: type[models.Model], fields: Iterable[str] | None = None
+) -> list[Operation]:
+    """Make the cached query results of ``model`` (and its family) stale: every result, or with
+    ``fields`` (attnames) only those that depend on one of them."""
+    operations: list[Operation] = []
+    names = tuple(sorted(set(fields))) if fields is not None else None
+    for member in registry.family(model):
+        manager = _manager(member)
+        key = keys.query_generations_key(manager._settings().namespace, manager._label)
+        if names is None:
+            operations.append(("DEL", key))
+        elif names:
+            operations.append(("HDEL", key, *names))
+    return operations
+
+
+def attnames(model: type[models.Model], names: Iterable[str]) -> list[str]:
+    """The attnames of the fields ``names`` (names or attnames) of ``model``."""
+    return [model._meta.get_field(name).attname for name in names]  # type: ignore[union-attr]
+
+
+def apply(
+    model: type[models.Model] | None,
+    operations: list[Operation],
+    using: str,
+    cause: str,
+    labels: Iterable[str] | None = None,
+) -> int:
+    """Deliver ``operations`` now and, inside a transaction on ``using``, again when it commits.
+
+    ``labels`` name the models this transaction must stop reading from the cache (default: the
+    family of ``model``).
+    """
+    if not operations:
+        return 0
+    deleted = deliver(operations)
+    if labels is None:
+        assert model is not None
+        labels = [keys.model_label(member) for member in registry.family(model)]
+    transactions.queue(using, labels, operations, deliver)
+    stale = [op[1] for op in operations if op[0] == "DEL"]
     signals.cache_invalidate.send(sender=model, keys=stale, cause=cause)
+    return deleted
 
 
-def invalidate_instance(instance: models.Model, using: str, cause: str) -> None:
+def invalidate_instance(
+    instance: models.Model, using: str, cause: str, fields: Iterable[str] | None = None
+) -> None:
+    """After a write of ``instance``: its entries, and the query results it may have changed
+    (all of the model's, or with ``fields`` only those depending on them)."""
     model = type(instance)
     if instance.pk is None:
         return
-    invalidate_keys(model, keys_for(model, instance.pk, instance), using, cause)
+    operations = row_operations(model, instance.pk, instance) + query_operations(model, fields)
+    apply(model, operations, using, cause)
+
+
+def invalidate_rows(
+    model: type[models.Model],
+    pks: Iterable[Any],
+    instances: dict[Any, models.Model],
+    fields: Iterable[str] | None,
+    using: str,
+    cause: str,
+) -> None:
+    """After a bulk write of the rows ``pks`` (``instances`` by pk where known)."""
+    operations: list[Operation] = []
+    for pk in pks:
+        operations += row_operations(model, pk, instances.get(pk))
+    operations += query_operations(model, fields)
+    apply(model, operations, using, cause)
+
+
+def _check_cached(model: type[models.Model]) -> None:
+    if not registry.family(model):
+        raise ValueError(f"{model.__name__} is not cached by django-cacheaside.")
 
 
 def invalidate(obj: models.Model | type[models.Model], *, pk: Any = None) -> None:
     """Drop the cached entries of one object: ``invalidate(article)`` or ``invalidate(Article, pk=1)``.
 
-    Saves and deletes through the ORM already do this; call it after writes Django cannot see (raw
-    SQL, another program writing the table).
+    Saves, deletes and bulk writes through the ORM already do this; call it after writes Django
+    cannot see (raw SQL, another program writing the table). The model's cached query results are
+    dropped too: the write may have changed which rows they hold.
     """
     if isinstance(obj, models.Model):
         if pk is not None:
             raise TypeError("invalidate(instance) takes no pk; use invalidate(Model, pk=...).")
-        if not registry.family(type(obj)):
-            raise ValueError(f"{type(obj).__name__} is not cached by django-cacheaside.")
-        invalidate_instance(obj, obj._state.db or router.db_for_write(type(obj)), "manual")
+        _check_cached(type(obj))
+        using = obj._state.db or router.db_for_write(type(obj))
+        if obj.pk is not None:
+            invalidate_instance(obj, using, "manual")
         return
     if not (isinstance(obj, type) and issubclass(obj, models.Model)):
         raise TypeError(f"invalidate() takes a model instance or a model class, not {obj!r}.")
     if pk is None:
-        raise TypeError("invalidate(Model) needs pk=...")
-    if not registry.family(obj):
-        raise ValueError(f"{obj.__name__} is not cached by django-cacheaside.")
-    invalidate_keys(obj, keys_for(obj, pk), router.db_for_write(obj), "manual")
+        raise TypeError("invalidate(Model) needs pk=...; invalidate_model(Model) drops every row.")
+    _check_cached(obj)
+    operations = row_operations(obj, pk) + query_operations(obj)
+    apply(obj, operations, router.db_for_write(obj), "manual")
+
+
+def invalidate_tags(*tags: str, using: str = DEFAULT_DB_ALIAS) -> int:
+    """Drop every entry filled under any of ``tags``, now and when the transaction open on
+    ``using`` commits. Answers how many entries the immediate purge deleted.
+
+    Cached query results of every model that has tags are dropped too (a tag purge says rows
+    changed in ways the app did not see, which may change what a query returns).
+    """
+    names = check_tags(tags)
+    if not names:
+        return 0
+    namespace = keys.namespace(app_settings.KEY_PREFIX)
+    operations: list[Operation] = [("PURGE", keys.tag_key(namespace, tag)) for tag in names]
+    tagged = [m for m in registry.cached_models() if _manager(m)._tags.enabled]
+    labels: list[str] = []
+    for model in tagged:
+        operations += query_operations(model)
+        labels.append(keys.model_label(model))
+    return apply(None, operations, using, "tag", labels)
+
+
+def invalidate_model(model: type[models.Model], *, using: str | None = None) -> int:
+    """Drop every cached entry and query result of ``model`` (and of the models sharing its rows).
+
+    For writes the app cannot see, like raw SQL. Entries are found with ``SCAN`` over the keyspace
+    (never ``KEYS``), matching only this model's keys, and deleted in batches; query results are
+    dropped in one command. Answers how many keys the immediate pass deleted.
+    """
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise TypeError(f"invalidate_model() takes a model class, not {model!r}.")
+    _check_cached(model)
+    operations: list[Operation] = []
+    for member in registry.family(model):
+        manager = _manager(member)
+        pattern = keys.model_pattern(manager._settings().namespace, manager._label)
+        operations.append(("SCAN", pattern))
+    operations += query_operations(model)
+    return apply(model, operations, using or router.db_for_write(model), "model")

@@ -5,10 +5,16 @@ Layout (``P`` is ``KEY_PREFIX`` followed by ``:``, or nothing)::
     Pca:{app_label.model:<pk>}                  object entry: a hash {s: stamp, d: entry}
     Pca:{app_label.model:u:<f>=<v>,<g>=<w>}     unique-lookup pointer: same shape, entry holds a pk
     <either of those>:lock                      its refill lease: a token, with a short TTL
+    Pca:{app_label.model:=q}                    the model's query generations: a hash {field: gen}
+    Pca:{app_label.model:=q}:<digest>           one cached query result: a hash {g: gens, d: entry}
+    Pca:tag:{<tag>}                             a tag set: a sorted set {object key: expiry ms}
+    Pca:tag:{<tag>}:p                           when the tag was last purged (a clock value)
+    Pca:clock                                   the purge clock (see ``django_cacheaside.tags``)
 
 Everything that belongs to one object shares one Redis Cluster hash tag (the braces), so one Lua
-script may touch it all. Values are escaped so that no value can end the hash tag early or be
-mistaken for a separator.
+script may touch it all; so does everything of one model's cached queries, and of one tag. Values
+are escaped so that no value can end the hash tag early or be mistaken for a separator: an escaped
+pk never holds a raw ``=``, so ``=q`` and pointers (``u:...=...``) can never be an object's key.
 """
 
 from __future__ import annotations
@@ -51,6 +57,35 @@ def lookup_key(namespace: str, label: str, items: Iterable[tuple[str, Any]]) -> 
     """Key of a unique-lookup pointer; ``items`` are (attname, normalised value) pairs."""
     body = ",".join(f"{name}={key_part(value)}" for name, value in sorted(items))
     return f"{namespace}{{{label}:u:{body}}}"
+
+
+def query_generations_key(namespace: str, label: str) -> str:
+    return f"{namespace}{{{label}:=q}}"
+
+
+def query_key(namespace: str, label: str, digest: str) -> str:
+    """One cached query result: beside the model's query generations, in the same slot."""
+    return f"{namespace}{{{label}:=q}}:{digest}"
+
+
+def tag_key(namespace: str, tag: str) -> str:
+    return f"{namespace}tag:{{{key_part(tag)}}}"
+
+
+def tag_marker_key(tag_key: str) -> str:
+    return f"{tag_key}:p"
+
+
+def clock_key(namespace: str) -> str:
+    return f"{namespace}clock"
+
+
+_GLOB = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
+
+
+def model_pattern(namespace: str, label: str) -> str:
+    """A ``SCAN MATCH`` pattern for every key of one model: entries, pointers, leases, queries."""
+    return f"{namespace}{{{label}:".translate(_GLOB) + "*"
 
 
 def schema_stamp(model: type[models.Model], format_version: str) -> str:

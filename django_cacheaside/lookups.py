@@ -55,10 +55,14 @@ class LookupResolver:
         self._fields["pk"] = self._fields["pk__exact"] = meta.pk
 
     def instance_lookups(self, obj: models.Model) -> list[Lookup]:
-        """The unique (non-pk) lookups that would find ``obj`` now, skipping sets with a None."""
+        """The unique (non-pk) lookups that would find ``obj`` now, skipping sets with a None and
+        sets with a deferred field (loading it would cost a query; a save did not write it)."""
         result = []
+        deferred = obj.get_deferred_fields()
         for fields in self._sets.values():
             if fields == (self._pk_field,):
+                continue
+            if deferred and any(f.attname in deferred for f in fields):
                 continue
             values = [getattr(obj, f.attname) for f in fields]
             if any(v is None for v in values):

@@ -2,7 +2,7 @@
 
 Invalidations queued inside ``atomic()`` live in one on-commit callback per savepoint level, so a
 savepoint rollback drops its own (Django discards callbacks registered inside it) and a commit sends
-each level's keys in one pipelined round trip. The same callbacks tell the read path which models
+each level's operations in one pipelined round trip. The same callbacks tell the read path which models
 this transaction wrote: those reads bypass the cache, so a transaction sees its own writes and never
 fills the cache with data nobody else can see yet.
 """
@@ -15,21 +15,24 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+Operation = tuple[str, ...]
+
 
 class PendingInvalidation:
-    """An on-commit callback: the keys one savepoint level of one transaction invalidated."""
+    """An on-commit callback: the invalidation operations of one savepoint level of one
+    transaction (see :mod:`django_cacheaside.invalidation`)."""
 
-    def __init__(self, send: Callable[[list[str]], object]) -> None:
-        self.keys: dict[str, None] = {}  # insertion-ordered set
+    def __init__(self, send: Callable[[list[Operation]], object]) -> None:
+        self.operations: dict[Operation, None] = {}  # insertion-ordered set
         self.labels: set[str] = set()
         self._send = send
 
-    def add(self, labels: Iterable[str], keys: Iterable[str]) -> None:
+    def add(self, labels: Iterable[str], operations: Iterable[Operation]) -> None:
         self.labels.update(labels)
-        self.keys.update(dict.fromkeys(keys))
+        self.operations.update(dict.fromkeys(operations))
 
     def __call__(self) -> None:
-        self._send(list(self.keys))
+        self._send(list(self.operations))
 
 
 def _pending_callbacks(conn: BaseDatabaseWrapper) -> Iterable[tuple[set[str], Any]]:
@@ -40,9 +43,12 @@ def _pending_callbacks(conn: BaseDatabaseWrapper) -> Iterable[tuple[set[str], An
 
 
 def queue(
-    using: str, labels: Iterable[str], keys: Iterable[str], send: Callable[[list[str]], object]
+    using: str,
+    labels: Iterable[str],
+    operations: Iterable[Operation],
+    send: Callable[[list[Operation]], object],
 ) -> bool:
-    """Queue ``keys`` for the commit of the transaction open on ``using``; ``labels`` name the
+    """Queue ``operations`` for the commit of the transaction open on ``using``; ``labels`` name the
     models written, whose reads bypass the cache until the transaction ends.
 
     Returns ``False`` (queuing nothing) outside ``atomic()``: then the write is already committed.
@@ -55,7 +61,7 @@ def queue(
     if pending is None:
         pending = PendingInvalidation(send)
         conn.on_commit(pending)
-    pending.add(labels, keys)
+    pending.add(labels, operations)
     return True
 
 

@@ -23,26 +23,28 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
-from redis.exceptions import NoScriptError, RedisError
 
 from django_cacheaside.backend import scripts
 from django_cacheaside.backend.direct import DirectCommands
 from django_cacheaside.backend.errors import fail_open, report_error
 from django_cacheaside.backend.instrument import RoundTripCounter, scan_keys
+from django_cacheaside.backend.pipeline import as_bytes
+from django_cacheaside.backend.querying import QueryCommands, QueryRead
+from django_cacheaside.backend.tagging import TagCommands
 from django_cacheaside.conf import app_settings
-from django_cacheaside.exceptions import BackendError
 
 __all__ = [
     "UNAVAILABLE",
     "Backend",
     "Fill",
     "Lease",
+    "QueryRead",
     "Read",
     "RoundTripCounter",
     "fail_open",
@@ -85,7 +87,7 @@ def new_stamp() -> bytes:
     return os.urandom(8)
 
 
-class Backend:
+class Backend(TagCommands, QueryCommands):
     def __init__(self, client: redis.Redis) -> None:
         pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
         if pool_kwargs.get("decode_responses"):
@@ -96,48 +98,19 @@ class Backend:
         self.client = client
         self._direct = DirectCommands.for_client(client)
 
-    # -- scripts -------------------------------------------------------------------------------
-
-    def _load_scripts(self) -> None:
-        for src in scripts.SCRIPTS.values():
-            self.client.script_load(src)
-
-    def _run_pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one round trip and return their replies.
-
-        Scripts go as EVALSHA; if the server lost them (restart, ``SCRIPT FLUSH``) they are loaded
-        and the commands sent once more. Every command the app sends is safe to repeat.
-        """
-        for attempt in (1, 2):
-            if self._direct is not None:
-                replies = self._direct.execute_many(commands)
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-                replies = pipe.execute(raise_on_error=False)
-            errors = [reply for reply in replies if isinstance(reply, RedisError)]
-            if not errors:
-                return replies
-            if attempt == 1 and any(isinstance(e, NoScriptError) for e in errors):
-                self._load_scripts()
-                continue
-            raise errors[0]
-        raise AssertionError("unreachable")
-
     # -- reads ---------------------------------------------------------------------------------
 
     @fail_open(default=None)
     def read(self, key: str) -> bytes | None:
         """The entry under ``key``, or ``None`` (a miss, or Redis unavailable)."""
         if self._direct is not None:
-            return _as_bytes(self._direct.hget_entry(key))
-        return _as_bytes(self.client.hget(key, "d"))
+            return as_bytes(self._direct.hget_entry(key))
+        return as_bytes(self.client.hget(key, "d"))
 
     @fail_open(default=None)
     def _read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         replies = self._run_pipeline([("HGET", key, "d") for key in keys])
-        return [_as_bytes(value) for value in replies]
+        return [as_bytes(value) for value in replies]
 
     def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The entries under ``keys`` in one round trip (``None`` for misses)."""
@@ -175,10 +148,10 @@ class Backend:
         replies = self._run_pipeline(commands)
         for i, (flag, value, leased) in enumerate(replies):
             if int(flag) == 1:
-                reads.append(Read(_as_bytes(value), None))
+                reads.append(Read(as_bytes(value), None))
             else:
                 held = leases[i] if leases is not None and int(leased) == 1 else None
-                reads.append(Read(None, _as_bytes(value), held))
+                reads.append(Read(None, as_bytes(value), held))
         return reads
 
     def read_or_begin_many(
@@ -229,24 +202,58 @@ class Backend:
         return int(released) == 1
 
     @fail_open(default=False)
+    def invalidate(self, operations: Sequence[tuple[str, ...]]) -> bool:
+        """Run invalidation commands (``DEL``, ``HDEL``, ``ZREM``) in one round trip.
+
+        ``ZREM`` goes first: an object leaves its tag sets before its entry is deleted, so a refill
+        that joins a tag set after the ``ZREM`` fills under a new stamp and stays a member.
+        ``False`` if Redis failed.
+        """
+        if not operations:
+            return True
+        leave = [op for op in operations if op[0] == "ZREM"]
+        dropped = [op[1] for op in operations if op[0] == "DEL"]
+        commands: list[tuple[Any, ...]] = list(leave)
+        if self._direct is not None and dropped:
+            commands.append(("DEL", *dropped))  # one server: any keys in one command
+        else:
+            commands += [("DEL", key) for key in dropped]  # one slot per command, as Cluster wants
+        commands += [op for op in operations if op[0] == "HDEL"]
+        self._run_pipeline(commands)
+        return True
+
+    @fail_open(default=0)
+    def delete_matching(self, pattern: str, batch: int = 1000) -> int:
+        """Delete every key matching ``pattern`` except refill leases, found by ``SCAN`` (never
+        ``KEYS``) ``batch`` at a time; one ``DEL`` round trip per batch found. Answers the count."""
+        deleted = 0
+        cursor = 0
+        while True:
+            cursor, found = self.client.scan(cursor=cursor, match=pattern, count=batch)
+            doomed = [key for key in cast("list[bytes]", found) if not key.endswith(b":lock")]
+            if doomed:
+                if self._direct is not None:
+                    self._direct.execute("DEL", *doomed)
+                else:
+                    self._run_pipeline([("DEL", key) for key in doomed])
+                deleted += len(doomed)
+            if cursor == 0:
+                return deleted
+
+    @fail_open(default=False)
     def delete(self, keys: Sequence[str]) -> bool:
         """Drop the entries and stamps under ``keys`` in one round trip. ``False`` if Redis failed."""
         if not keys:
             return True
         if self._direct is not None:
-            self._direct.execute("DEL", *keys)  # one server, so any keys in one command
+            for start in range(0, len(keys), 10000):  # one server, so any keys in one command
+                self._direct.execute("DEL", *keys[start : start + 10000])
         elif len(keys) == 1:
             self.client.delete(keys[0])
         else:
             # One DEL per key keeps every command on one slot, as Redis Cluster requires.
             self._run_pipeline([("DEL", key) for key in keys])
         return True
-
-
-def _as_bytes(value: Any) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    raise BackendError(f"unexpected reply of type {type(value).__name__}")
 
 
 # -- the process-wide backend ------------------------------------------------------------------
