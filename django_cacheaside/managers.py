@@ -23,6 +23,7 @@ from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 from django_cacheaside.lookups import Lookup, LookupResolver
 from django_cacheaside.options import UNSET, DerivedSettings, ManagerOptions
 from django_cacheaside.refresh import RefreshPolicy
+from django_cacheaside.tags import TagsOption, TagSpec, fill_start
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -54,6 +55,9 @@ class CacheAsideManager(Generic[M]):
     :param early_refresh: refresh hot entries shortly before they expire (XFetch), see
         :mod:`django_cacheaside.refresh`; ``beta`` scales how early (default 1).
     :param stale_ttl: seconds an expired entry may still be served while one caller refreshes it.
+    :param tags: field names (``tags=("org",)`` tags a row ``org:<org_id>``) or a callable
+        ``obj -> iterable of str``; ``invalidate_tags("org:5")`` drops every entry filled under a
+        tag. See :mod:`django_cacheaside.tags`.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class CacheAsideManager(Generic[M]):
         early_refresh: bool = False,
         beta: float = 1.0,
         stale_ttl: float = 0,
+        tags: TagsOption = None,
     ) -> None:
         self._options = ManagerOptions(
             TTL=ttl, NEGATIVE_TTL=negative_ttl, TTL_JITTER=jitter, LOCK_TTL=lock_ttl,
@@ -77,6 +82,7 @@ class CacheAsideManager(Generic[M]):
         self._current: DerivedSettings | None = None
         self._flights = Flights()
         self._refresh = RefreshPolicy(early_refresh, beta, stale_ttl)
+        self._tags = TagSpec(tags)
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -91,6 +97,7 @@ class CacheAsideManager(Generic[M]):
             early_refresh=self._refresh.early_refresh,
             beta=self._refresh.beta,
             stale_ttl=self._refresh.stale_ms / 1000,
+            tags=self._tags.option,
         )
 
     def contribute_to_class(self, model: type[M], name: str) -> None:
@@ -262,18 +269,30 @@ class CacheAsideManager(Generic[M]):
     def _load_and_fill(
         self, db: str, lookup: Lookup, key: str, read: Read, pointer: bool = False
     ) -> tuple[Any, bytes | None]:
-        """Load, fill under ``read``'s stamp, release its lease whatever happens."""
+        """Load, fill under ``read``'s stamp (and, if tagged, only if no tag of the row was purged
+        since before the load), release its lease whatever happens."""
+        backend = get_backend()
+        start = None
+        if not pointer and read.stamp is not None:
+            start = fill_start(backend, self._settings().namespace, self._tags)
         try:
             found, duration = self._load(db, lookup)
         except BaseException:
             if read.lease is not None:
-                get_backend().release(read.lease)
+                backend.release(read.lease)
             raise
         prepared = self._prepare(found, duration, pointer)
         if prepared is not None and read.stamp is not None:
-            self._write(key, read, *prepared, duration)
+            if start is None or start.admits(backend, self._tags, {key: found}, prepared[1]):
+                self._write(key, read, *prepared, duration)
+            else:
+                signals.cache_fill.send(
+                    sender=self.model, key=key, written=False, duration=duration
+                )
+                if read.lease is not None:
+                    backend.release(read.lease)
         elif read.lease is not None:
-            get_backend().release(read.lease)
+            backend.release(read.lease)
         return found, prepared[0] if prepared is not None else None
 
     def _refresh_now(self, db: str, lookup: Lookup, key: str, reason: str) -> Any:
