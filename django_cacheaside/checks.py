@@ -7,6 +7,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from django_cacheaside import registry
@@ -169,4 +170,16 @@ def check_managers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         given = {k: v for k, v in manager.explicit_options().items()}
         where = f"{model._meta.label}.{manager.name}"
         errors += _ttl_errors(where, given, obj=model)
+        try:
+            manager._tags.fields(model)
+        except ImproperlyConfigured as exc:
+            errors.append(
+                Error(
+                    f"{where}: {exc}",
+                    hint="tags= takes names of the model's own fields (e.g. tags=('org',)) or a "
+                    "callable returning the tags of a row.",
+                    obj=model,
+                    id="cacheaside.E012",
+                )
+            )
     return errors

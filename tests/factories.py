@@ -37,6 +37,36 @@ class MembershipFactory(factory.django.DjangoModelFactory[models.Membership]):
     email = Sequence(lambda n: f"user{n}@example.com")
 
 
+class PostFactory(factory.django.DjangoModelFactory[models.Post]):
+    class Meta:
+        model = models.Post
+
+    org = SubFactory(OrgFactory)
+    slug = Sequence(lambda n: f"post-{n}")
+    title = Sequence(lambda n: f"Post {n}")
+
+
+class LabelFactory(factory.django.DjangoModelFactory[models.Label]):
+    class Meta:
+        model = models.Label
+
+    name = Sequence(lambda n: f"label-{n}")
+
+
+class PersonFactory(factory.django.DjangoModelFactory[models.Person]):
+    class Meta:
+        model = models.Person
+
+    name = Sequence(lambda n: f"person-{n}")
+
+
+class TeamFactory(factory.django.DjangoModelFactory[models.Team]):
+    class Meta:
+        model = models.Team
+
+    name = Sequence(lambda n: f"team-{n}")
+
+
 def all_types_values(**overrides: Any) -> dict[str, Any]:
     """Values for every column of AllTypes, chosen to catch lossy round trips."""
     values: dict[str, Any] = {
