@@ -123,3 +123,84 @@ class HotStale(models.Model):
     value = models.IntegerField(default=0)
 
     cached = CacheAsideManager(ttl=0.3, jitter=0, stale_ttl=5)
+
+
+# -- tags, write paths and primary keys (issue 4) ----------------------------------------------
+
+
+class Label(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+
+    objects = models.Manager()
+    cached = CacheAsideManager(tags=lambda label: ["labels", f"label:{label.name}"])
+
+
+class Post(models.Model):
+    """Tagged by its org; an auto-created m2m to labels."""
+
+    org = models.ForeignKey(Org, on_delete=models.CASCADE, related_name="posts")
+    slug = models.SlugField(unique=True)
+    title = models.CharField(max_length=200)
+    labels = models.ManyToManyField(Label, blank=True, related_name="posts")
+
+    objects = models.Manager()
+    cached = CacheAsideManager(tags=("org",))
+
+
+class BriefPost(models.Model):
+    """Tagged, with entries that expire fast (the tag-set bound test)."""
+
+    org = models.ForeignKey(Org, on_delete=models.CASCADE, related_name="+")
+    title = models.CharField(max_length=200)
+
+    objects = models.Manager()
+    cached = CacheAsideManager(tags=("org",), ttl=0.4, jitter=0)
+
+
+class Person(models.Model):
+    name = models.CharField(max_length=50)
+
+    objects = models.Manager()
+    cached = CacheAsideManager()
+
+
+class Team(models.Model):
+    """A many-to-many through a cached model of its own."""
+
+    name = models.CharField(max_length=50)
+    people = models.ManyToManyField(Person, through="Seat", related_name="teams")
+
+    objects = models.Manager()
+    cached = CacheAsideManager()
+
+
+class Seat(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    person = models.ForeignKey(Person, on_delete=models.CASCADE)
+    role = models.CharField(max_length=20, default="member")
+
+    objects = models.Manager()
+    cached = CacheAsideManager()
+
+    class Meta:
+        unique_together = [("team", "person")]
+
+
+class Country(models.Model):
+    """A string primary key."""
+
+    code = models.CharField(max_length=2, primary_key=True)
+    name = models.CharField(max_length=50)
+
+    objects = models.Manager()
+    cached = CacheAsideManager()
+
+
+class Sku(models.Model):
+    """A primary key not named id."""
+
+    sku_id = models.AutoField(primary_key=True)
+    name = models.CharField(max_length=50, unique=True)
+
+    objects = models.Manager()
+    cached = CacheAsideManager()
