@@ -22,6 +22,7 @@ from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 from django_cacheaside.lookups import Lookup, LookupResolver
 from django_cacheaside.options import UNSET, DerivedSettings, ManagerOptions
+from django_cacheaside.queries import QueryMethods
 from django_cacheaside.refresh import RefreshPolicy
 from django_cacheaside.tags import TagsOption, TagSpec, fill_start
 
@@ -39,7 +40,7 @@ else:
     Owner = TypeVar("Owner", bound=models.Model)
 
 
-class CacheAsideManager(Generic[M]):
+class CacheAsideManager(QueryMethods, Generic[M]):
     """Cache-aside reads for one model: ``Model.cached.get(pk=1)``, ``Model.cached.get_many(pks)``.
 
     Not a Django ``Manager``: it never becomes the default manager, never appears in migrations and
