@@ -78,20 +78,28 @@ def keys_for(model: type[models.Model], pk: Any, instance: models.Model | None =
 
 
 def row_operations(
-    model: type[models.Model], pk: Any, instance: models.Model | None = None
+    model: type[models.Model],
+    pk: Any,
+    instance: models.Model | None = None,
+    tags: Iterable[str] | None = None,
 ) -> list[Operation]:
-    """Drop the entries of one row, and take it out of the tag sets ``instance`` says it is in."""
+    """Drop the entries of one row, and take it out of the tag sets it is in: those ``instance``
+    says, or ``tags`` (the tags of ``model``'s own manager) when the caller knows them."""
     operations: list[Operation] = []
-    if instance is not None:
-        for member in registry.family(model):
-            manager = _manager(member)
-            spec = manager._tags
-            if not spec.enabled or not isinstance(instance, member):
-                continue
-            tags = spec.of_loaded(instance)
-            namespace = manager._settings().namespace
-            key = manager.key_for_pk(manager._resolver.normalise_pk(pk))
-            operations += [("ZREM", keys.tag_key(namespace, tag), key) for tag in tags or ()]
+    for member in registry.family(model):
+        manager = _manager(member)
+        spec = manager._tags
+        if not spec.enabled:
+            continue
+        if member is model and tags is not None:
+            found: Iterable[str] | None = tags
+        elif instance is not None and isinstance(instance, member):
+            found = spec.of_loaded(instance)
+        else:
+            continue
+        namespace = manager._settings().namespace
+        key = manager.key_for_pk(manager._resolver.normalise_pk(pk))
+        operations += [("ZREM", keys.tag_key(namespace, tag), key) for tag in found or ()]
     operations += [("DEL", key) for key in keys_for(model, pk, instance)]
     return operations
 
@@ -161,11 +169,12 @@ def invalidate_rows(
     fields: Iterable[str] | None,
     using: str,
     cause: str,
+    tags: dict[Any, list[str]] | None = None,
 ) -> None:
-    """After a bulk write of the rows ``pks`` (``instances`` by pk where known)."""
+    """After a bulk write of the rows ``pks`` (``instances`` and ``tags`` by pk where known)."""
     operations: list[Operation] = []
     for pk in pks:
-        operations += row_operations(model, pk, instances.get(pk))
+        operations += row_operations(model, pk, instances.get(pk), (tags or {}).get(pk))
     operations += query_operations(model, fields)
     apply(model, operations, using, cause)
 

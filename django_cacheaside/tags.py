@@ -41,8 +41,9 @@ TagsOption = Iterable[str] | Callable[[Any], Iterable[str]] | None
 
 # Seconds a fill may take from reading the clock to writing (half the markers' life).
 MAX_FILL_SECONDS = MARKER_TTL_MS / 1000 / 2
-# Milliseconds a tag-set member outlives its entry: covers the time from joining to writing.
-JOIN_SLACK_MS = 5000
+# Milliseconds a tag-set member outlives its entry: covers the time from joining to writing. A join
+# that took more than half of it is not followed by a write.
+JOIN_SLACK_MS = 1000
 
 
 class TagSpec:
@@ -63,6 +64,7 @@ class TagSpec:
         else:
             self._names = tuple(tags)
         self.enabled = tags is not None and (self._callable is not None or bool(self._names))
+        self.by_fields = bool(self._names)
         self._fields: list[tuple[str, str]] | None = None
 
     def fields(self, model: type[models.Model]) -> list[tuple[str, str]]:
@@ -150,8 +152,9 @@ class FillStart:
                 joins.setdefault(tag_key, []).append(key)
         if not joins:
             return set(members)
+        joined = time.monotonic()
         purged = backend.join_tags(joins, ttl_ms + JOIN_SLACK_MS)
-        if purged is None:
+        if purged is None or (time.monotonic() - joined) * 1000 > JOIN_SLACK_MS / 2:
             return set()
         clock = self.clock
         return {

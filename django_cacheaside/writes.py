@@ -49,8 +49,21 @@ def update(self: QuerySet[Any], **values: Any) -> int:
     if not registry.family(model) or _inside_bulk_update.get() or self.query.is_sliced:
         return int(_original["update"](self, **values))
     db = self.db
+    manager = registry.manager_for(model)
+    spec = manager._tags if manager is not None else None
+    # Field tags are read with the pks: the invalidated rows leave the tag sets they were in.
+    tag_fields = spec.fields(model) if spec is not None and spec.by_fields else []
     with transaction.atomic(using=db, savepoint=False):
-        pks = list(self.values_list("pk", flat=True))
+        found = list(self.values_list("pk", *(attname for _name, attname in tag_fields)))
+        pks = [row[0] for row in found]
+        tags = {
+            row[0]: [
+                f"{name}:{v}"
+                for (name, _a), v in zip(tag_fields, row[1:], strict=True)
+                if v is not None
+            ]
+            for row in found
+        }
         rows = 0
         if not pks:
             rows = _original["update"](self.filter(pk__in=[]), **values)  # validates ``values``
@@ -61,7 +74,7 @@ def update(self: QuerySet[Any], **values: Any) -> int:
         if set(fields) & _unique_attnames(model):
             # New unique values may have negative pointers ("does not exist") to clear.
             instances = model._base_manager.using(db).in_bulk(pks)
-        invalidate_rows(model, pks, instances, fields, db, "bulk")
+        invalidate_rows(model, pks, instances, fields, db, "bulk", tags if tag_fields else None)
     return rows
 
 
