@@ -263,3 +263,55 @@ def test_org_rename_keeps_unique_lookups_exact() -> None:
     with pytest.raises(Org.DoesNotExist):
         Org.cached.get(name="before")
     assert Org.cached.get(name="after") == org
+
+
+# -- invalidate_model --------------------------------------------------------------------------
+
+
+def test_invalidate_model_drops_every_entry_of_the_model_only(redis_client: Any) -> None:
+    from tests.testapp.models import Post
+
+    posts = [ArticleFactory.create() for _ in range(3)]
+    for article in posts:
+        warm(Article, article.pk)
+        Article.cached.get(org=article.org, slug=article.slug)  # a pointer too
+        update_behind_our_back(Article, article.pk, title="raw")
+    org = posts[0].org
+    warm(Org, org.pk)
+    lease = redis_client.set(Article.cached.key_for_pk(posts[0].pk) + ":lock", b"t", px=5000)
+    assert lease
+    deleted = django_cacheaside.invalidate_model(Article)
+    assert deleted == 6  # three entries, three pointers; the lease is left to expire
+    assert redis_client.delete(Article.cached.key_for_pk(posts[0].pk) + ":lock") == 1
+    assert redis_client.hget(Org.cached.key_for_pk(org.pk), "d") is not None
+    assert {a.title for a in Article.cached.get_many([a.pk for a in posts]).values()} == {"raw"}
+    assert not Post.cached.get_many([1])  # other models work as before
+    with pytest.raises(TypeError, match="takes a model class"):
+        django_cacheaside.invalidate_model(posts[0])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Uncached is not cached"):
+        django_cacheaside.invalidate_model(Uncached)
+
+
+def test_invalidate_model_covers_the_multi_table_family(redis_client: Any) -> None:
+    restaurant = Restaurant.objects.create(name="Chez", serves_pizza=False)
+    warm(Restaurant, restaurant.pk)
+    warm(Place, restaurant.pk)
+    update_behind_our_back(Place, restaurant.pk, name="Chez Raw")
+    django_cacheaside.invalidate_model(Place)
+    assert Restaurant.cached.get(pk=restaurant.pk).name == "Chez Raw"
+    assert Place.cached.get(pk=restaurant.pk).name == "Chez Raw"
+
+
+def test_invalidate_model_inside_a_transaction_runs_again_at_commit(redis_client: Any) -> None:
+    article = ArticleFactory.create(title="old")
+    key = Article.cached.key_for_pk(article.pk)
+    with transaction.atomic():
+        update_behind_our_back(Article, article.pk, title="raw")
+        django_cacheaside.invalidate_model(Article)
+        assert Article.cached.get(pk=article.pk).title == "raw"  # bypassed: read-your-writes
+        assert redis_client.hget(key, "d") is None  # ... and not filled
+        read = get_backend().read_or_begin(key, 60_000)  # another process fills the old row
+        assert read.stamp is not None
+        get_backend().fill(key, read.stamp, b"old", 60_000)
+    assert redis_client.hget(key, "d") is None  # the commit scanned again
+    assert Article.cached.get(pk=article.pk).title == "raw"
