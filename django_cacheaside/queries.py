@@ -74,6 +74,8 @@ class _Manager(Protocol[M]):
     def _ttl_ms(self, name: str = "TTL") -> int: ...
     def _base(self, db: str) -> models.QuerySet[M]: ...
     def get_many(self, pks: Iterable[Any]) -> dict[Any, M]: ...
+    def key_for_pk(self, pk: Any) -> str: ...
+    def _decode(self, db: str, key: str, entry: bytes | None) -> Any: ...
 
 
 def _name(model: Any) -> str:
@@ -346,7 +348,7 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
                 signals.cache_hit.send(sender=self.model, key=plan.key)
                 return found[0]
             if found is not None:
-                objs = self._resolve(found, complete=True)
+                objs = self._resolve(db, found, hit=True)
                 if objs is not None:
                     signals.cache_hit.send(sender=self.model, key=plan.key)
                     return objs
@@ -363,7 +365,7 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
         self._fill(plan, read.gens, value if kind == LIST else [value], gens_ttl, duration)
         if kind != LIST:
             return value
-        objs = self._resolve(value, complete=False)
+        objs = self._resolve(db, value, hit=False)
         assert objs is not None
         return objs
 
@@ -372,15 +374,31 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
             return list(qs)
         return qs.count() if kind == COUNT else qs.exists()
 
-    def _resolve(self, pks: list[Any], complete: bool) -> list[M] | None:
-        """The objects of ``pks`` in order; with ``complete``, ``None`` if one no longer exists."""
+    def _resolve(self, db: str, pks: list[Any], hit: bool) -> list[M] | None:
+        """The objects of ``pks`` in order. After a hit, their entries are read with plain ``HGET``s
+        first (one round trip, no leases), ``get_many`` loads only those missing, and ``None`` says
+        one no longer exists: the list predates its delete, run the query instead."""
         if not pks:
             return []
-        normalise = self._manager._resolver.normalise_pk
+        manager = self._manager
+        normalise = manager._resolver.normalise_pk
         wanted = [normalise(pk) for pk in pks]
-        found = self._manager.get_many(wanted)
-        if complete and len(found) < len(set(wanted)):
-            return None  # deleted since the list was read: run the query instead
+        found: dict[Any, M] = {}
+        missing = wanted
+        if hit:
+            model = self.model
+            keys_ = [manager.key_for_pk(pk) for pk in wanted]
+            missing = []
+            for pk, key, entry in zip(wanted, keys_, get_backend().read_many(keys_), strict=True):
+                obj = manager._decode(db, key, entry) if entry is not None else None
+                if isinstance(obj, model):
+                    found[pk] = obj
+                else:
+                    missing.append(pk)
+        if missing:
+            found.update(manager.get_many(missing))
+        if hit and len(found) < len(set(wanted)):
+            return None
         return [found[pk] for pk in wanted if pk in found]
 
     @staticmethod

@@ -67,7 +67,7 @@ def test_a_miss_runs_the_pk_query_and_get_many_then_hits_cost_no_query(
     with django_assert_num_queries(2), count_round_trips() as trips:
         assert list(Article.cached.filter(org=org).order_by("pk")) == expected
     assert trips.count == 4
-    # QUERY_READ (a hit), get_many's one pipelined round trip.
+    # QUERY_READ (a hit), then the objects' entries: one pipelined round trip of HGETs.
     with django_assert_num_queries(0), count_round_trips() as trips:
         hit = list(Article.cached.filter(org=org).order_by("pk"))
     assert trips.count == 2
@@ -82,6 +82,21 @@ def test_a_miss_whose_objects_are_cached_costs_one_query(
     with django_assert_num_queries(1), count_round_trips() as trips:
         assert len(Article.cached.filter(org=org)) == 3
     assert trips.count == 3  # QUERY_READ, QUERY_FILL, get_many (all hits)
+
+
+def test_a_hit_whose_objects_expired_loads_only_those(
+    org: Org, redis_client: Any, django_assert_num_queries: Any
+) -> None:
+    expected = pks(Article.objects.filter(org=org).order_by("pk"))
+    list(Article.cached.filter(org=org).order_by("pk"))
+    redis_client.delete(Article.cached.key_for_pk(expected[1]))  # evicted, or expired
+    # QUERY_READ, the HGETs, then get_many for the one: its lease, in_bulk (the query), its fill.
+    with django_assert_num_queries(1) as captured, count_round_trips() as trips:
+        assert pks(Article.cached.filter(org=org).order_by("pk")) == expected
+    assert trips.count == 4
+    assert " IN (" in captured.captured_queries[0]["sql"]  # get_many's load of that one
+    with django_assert_num_queries(0):
+        assert pks(Article.cached.filter(org=org).order_by("pk")) == expected
 
 
 def test_an_empty_result_is_cached_and_a_hit_is_one_round_trip(
