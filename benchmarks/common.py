@@ -103,9 +103,9 @@ def library_state() -> str:
 
 
 def bench_models() -> list[Any]:
-    from benchapp.models import CachedRow, Owner, PlainRow
+    from benchapp.models import CachedRow, Owner, PlainRow, TaggedRow
 
-    return [Owner, CachedRow, PlainRow]
+    return [Owner, CachedRow, PlainRow, TaggedRow]
 
 
 def create_tables() -> None:

@@ -62,3 +62,13 @@ class PlainRow(RowColumns):
 
     class Meta:
         db_table = f"{TABLE_PREFIX}_plainrow"
+
+
+class TaggedRow(RowColumns):
+    """The same columns, every row tagged ``owner:<owner_id>`` (``benchmarks/invalidation.py``)."""
+
+    objects = models.Manager()
+    cached: CacheAsideManager[TaggedRow] = CacheAsideManager(ttl=300, tags=("owner",))
+
+    class Meta:
+        db_table = f"{TABLE_PREFIX}_taggedrow"
