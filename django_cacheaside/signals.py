@@ -1,6 +1,7 @@
 """The app's own signals. Stats and your code subscribe to them; the read path only sends.
 
-Every signal is sent with ``sender`` set to the model class (``cache_error``: the backend class).
+Every signal is sent with ``sender`` set to the model class (``cache_error``: the backend class;
+``cache_invalidate`` of a tag purge: ``None``).
 
 ``cache_hit(sender, key)``
     An entry was served from Redis. ``key`` is the Redis key.
@@ -22,7 +23,10 @@ Every signal is sent with ``sender`` set to the model class (``cache_error``: th
     A read went straight to the database: ``reason`` is ``"dirty"`` (this transaction wrote the
     model) or ``"not_cacheable"`` (a value the serializer cannot encode).
 ``cache_invalidate(sender, keys, cause)``
-    Entries were dropped. ``cause`` is ``"save"``, ``"delete"`` or ``"manual"``.
+    Entries were dropped. ``cause`` is ``"save"``, ``"delete"``, ``"bulk"`` (``update()``,
+    ``bulk_update()``, ``bulk_create()``), ``"manual"`` (``invalidate()``), ``"tag"``
+    (``invalidate_tags()``; ``sender`` is ``None``) or ``"model"`` (``invalidate_model()``).
+    ``keys`` are the keys deleted by name (not a tag purge's members, not a model scan's keys).
 ``cache_error(sender, operation, error)``
     Redis failed during ``operation`` (a backend method name); the caller was answered anyway.
 """
