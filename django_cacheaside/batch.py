@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from django_cacheaside import keys, locks, signals
 from django_cacheaside.backend import Backend, Fill, Lease, Read, get_backend
 from django_cacheaside.codec import NOT_FOUND
+from django_cacheaside.fills import prepare
 from django_cacheaside.tags import fill_start
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _load_and_fill(
         obj = loaded.get(pk, NOT_FOUND)
         if obj is not NOT_FOUND:
             found[pk] = obj
-        prepared = manager._prepare(obj, duration) if read.stamp is not None else None
+        prepared = prepare(manager, obj, duration) if read.stamp is not None else None
         if prepared is not None and read.stamp is not None:
             fills.append((key_of[pk], read.stamp, prepared[0], prepared[1], read.lease))
             objects[key_of[pk]] = obj

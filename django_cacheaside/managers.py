@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, Generic, cast
 
 from django.db import connections, models, router
 
-from django_cacheaside import batch, keys, locks, registry, signals, transactions
+from django_cacheaside import batch, fills, keys, locks, registry, signals, transactions
 from django_cacheaside.backend import UNAVAILABLE, Read, get_backend, report_error
 from django_cacheaside.coalescing import Flights
 from django_cacheaside.codec import NOT_FOUND, Codec
 from django_cacheaside.conf import app_settings
-from django_cacheaside.exceptions import CorruptEntry, NotCacheable
+from django_cacheaside.exceptions import CorruptEntry
 from django_cacheaside.lookups import Lookup, LookupResolver
 from django_cacheaside.options import UNSET, DerivedSettings, ManagerOptions
 from django_cacheaside.queries import QueryMethods
 from django_cacheaside.refresh import RefreshPolicy
-from django_cacheaside.tags import TagsOption, TagSpec, fill_start
+from django_cacheaside.tags import TagsOption, TagSpec
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -265,36 +265,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
         found, read, raw = self._begin(db, key, True, replace)
         if found is not None:
             return found, raw
-        return self._load_and_fill(db, lookup, key, read)
-
-    def _load_and_fill(
-        self, db: str, lookup: Lookup, key: str, read: Read, pointer: bool = False
-    ) -> tuple[Any, bytes | None]:
-        """Load, fill under ``read``'s stamp (and, if tagged, only if no tag of the row was purged
-        since before the load), release its lease whatever happens."""
-        backend = get_backend()
-        start = None
-        if not pointer and read.stamp is not None:
-            start = fill_start(backend, self._settings().namespace, self._tags)
-        try:
-            found, duration = self._load(db, lookup)
-        except BaseException:
-            if read.lease is not None:
-                backend.release(read.lease)
-            raise
-        prepared = self._prepare(found, duration, pointer)
-        if prepared is not None and read.stamp is not None:
-            if start is None or start.admits(backend, self._tags, {key: found}, prepared[1]):
-                self._write(key, read, *prepared, duration)
-            else:
-                signals.cache_fill.send(
-                    sender=self.model, key=key, written=False, duration=duration
-                )
-                if read.lease is not None:
-                    backend.release(read.lease)
-        elif read.lease is not None:
-            backend.release(read.lease)
-        return found, prepared[0] if prepared is not None else None
+        return fills.load_and_fill(self, db, lookup, key, read)
 
     def _refresh_now(self, db: str, lookup: Lookup, key: str, reason: str) -> Any:
         """Refresh a hit's entry if no one else is: the new row, or ``None`` (serve the entry)."""
@@ -304,7 +275,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             return None
         signals.cache_refresh.send(sender=self.model, key=key, reason=reason)
         try:
-            return self._load_and_fill(db, lookup, key, read)[0]
+            return fills.load_and_fill(self, db, lookup, key, read)[0]
         except Exception as error:  # the entry we have is still good: serve it
             report_error("refresh", error)
             return None
@@ -367,7 +338,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
                 return obj
             get_backend().delete([key])
             return self._load_or_raise(db, lookup)
-        loaded, _entry = self._load_and_fill(db, lookup, key, read, pointer=True)
+        loaded, _entry = fills.load_and_fill(self, db, lookup, key, read, pointer=True)
         if loaded is NOT_FOUND:
             raise self._does_not_exist()
         return loaded  # type: ignore[no-any-return]
@@ -399,34 +370,6 @@ class CacheAsideManager(QueryMethods, Generic[M]):
         if obj is NOT_FOUND:
             raise self._does_not_exist()
         return obj  # type: ignore[no-any-return]
-
-    def _prepare(
-        self, obj: Any, duration: float, pointer: bool = False
-    ) -> tuple[bytes, int] | None:
-        """``(entry, key TTL in ms)`` for a loaded row (or ``NOT_FOUND``); ``None`` if uncacheable.
-
-        The entry is fresh for the jittered TTL; the key lives ``stale_ttl`` longer for rows.
-        """
-        missing = obj is NOT_FOUND
-        ttl = self._ttl_ms("NEGATIVE_TTL" if missing else "TTL")
-        timing = (int(time.time() * 1000) + ttl, duration * 1000)
-        codec = self.codec
-        try:
-            if missing:
-                entry = codec.encode_missing(timing)
-            elif pointer:
-                entry = codec.encode_pointer(obj.pk, timing)
-            else:
-                entry = codec.encode_row(obj, timing)
-        except NotCacheable:
-            signals.cache_bypass.send(sender=self.model, reason="not_cacheable")
-            return None
-        return entry, ttl if missing else ttl + self._refresh.stale_ms
-
-    def _write(self, key: str, read: Read, entry: bytes, key_ttl: int, duration: float) -> None:
-        assert read.stamp is not None
-        written = get_backend().fill(key, read.stamp, entry, key_ttl, read.lease)
-        signals.cache_fill.send(sender=self.model, key=key, written=written, duration=duration)
 
     def _does_not_exist(self) -> Exception:
         model: Any = self.model
