@@ -39,16 +39,25 @@ _inside_bulk_update = contextvars.ContextVar("cacheaside_inside_bulk_update", de
 
 
 def _unique_attnames(model: type[models.Model]) -> set[str]:
-    manager = registry.manager_for(registry.family(model)[0])
-    assert manager is not None
-    return {name for fields in manager._resolver._sets for name in fields}
+    names: set[str] = set()
+    for member in registry.family(model):
+        manager = registry.manager_for(member)
+        assert manager is not None
+        names.update(name for fields in manager._resolver._sets for name in fields)
+    return names
+
+
+def _write_db(queryset: QuerySet[Any]) -> str:
+    """The database the write goes to, as Django's own write methods choose it."""
+    queryset._for_write = True  # type: ignore[attr-defined]
+    return queryset.db
 
 
 def update(self: QuerySet[Any], **values: Any) -> int:
     model = self.model
     if not registry.family(model) or _inside_bulk_update.get() or self.query.is_sliced:
         return int(_original["update"](self, **values))
-    db = self.db
+    db = _write_db(self)
     manager = registry.manager_for(model)
     spec = manager._tags if manager is not None else None
     # Field tags are read with the pks: the invalidated rows leave the tag sets they were in.
@@ -85,7 +94,7 @@ def bulk_update(
     if not registry.family(model):
         return int(_original["bulk_update"](self, objs, fields, *args, **kw))
     objs = list(objs)
-    db = self.db
+    db = _write_db(self)
     with transaction.atomic(using=db, savepoint=False):
         token = _inside_bulk_update.set(True)
         try:
@@ -101,7 +110,7 @@ def bulk_create(self: QuerySet[Any], objs: Iterable[models.Model], *args: Any, *
     model = self.model
     if not registry.family(model):
         return _original["bulk_create"](self, objs, *args, **kw)
-    db = self.db
+    db = _write_db(self)
     with transaction.atomic(using=db, savepoint=False):
         created = _original["bulk_create"](self, objs, *args, **kw)
         by_pk = {obj.pk: obj for obj in created}
