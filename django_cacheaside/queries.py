@@ -1,18 +1,14 @@
-"""Cached querysets: ``Model.cached.filter(...)`` caches a query's pks, not its rows.
+"""Cached querysets: ``Model.cached.filter(...)`` caches a query's pks (or count, existence).
 
-A list result is the query's pks, stored under a key derived from the query's SQL and parameters,
-and resolved through ``get_many``: a change to one object refreshes its own entry and never needs
-the query to run again. ``count()`` and ``exists()`` are cached the same way.
-
-Invalidation is by **query generations**: per model, a hash ``Pca:{app.model:=q}`` maps a field's
-attname (and ``"*"``) to a random generation. A query depends on ``"*"`` and on every field its
-WHERE and ORDER BY reference; its result ``Pca:{app.model:=q}:<digest>`` is a hash ``{g, d}``
-holding the generations it was filled under. A read (``QUERY_READ``) returns the result only if
-those are still the current generations, or else the generations (created where missing) a fill
-must match; it happens *before* the database is read. The fill (``QUERY_FILL``) is a
-compare-and-set: written only if no generation changed meanwhile. Writes delete the hash (a create,
-a delete, a save of every field) or the fields they name (``update_fields``, ``QuerySet.update``),
-so a result survives exactly the writes that cannot change it.
+Pks are resolved through the objects' own entries, so a change to one object never needs the query
+run again. Invalidation is by **query generations**: per model, a hash ``Pca:{app.model:=q}`` maps
+``"*"`` and field attnames to random generations. A query depends on ``"*"`` and on every field its
+WHERE and ORDER BY read; its result ``...:=q}:<digest>`` is a hash ``{g, d}`` holding the
+generations it was filled under. ``QUERY_READ`` (before the database is read) returns the result if
+those are still current, else the generations a fill must match; ``QUERY_FILL`` writes only if they
+did not change meanwhile (compare-and-set). Writes delete the hash (creates, deletes, full saves)
+or the fields they name (``update_fields``, ``QuerySet.update``): a result survives exactly the
+writes that cannot change it. See ``docs/querysets.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ import ipaddress
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, overload
 
 from django.core.exceptions import EmptyResultSet, FieldDoesNotExist
 from django.db import models, router
@@ -47,12 +43,15 @@ M = TypeVar("M", bound=models.Model)
 
 LIST, COUNT, EXISTS = "list", "count", "exists"
 GENERATIONS_TTL_FACTOR = 4  # the generations outlive the results filled under them
-_EMPTY: dict[str, Any] = {COUNT: 0, EXISTS: False}
 _UNSAFE_NODES = (Query, RawSQL, ExtraWhere, Now, Random)
 _SCALARS = (
     type(None), bool, int, float, str, bytes, decimal.Decimal, datetime.date, datetime.time,
     datetime.timedelta, uuid.UUID, ipaddress.IPv4Address, ipaddress.IPv6Address,
     ipaddress.IPv4Network, ipaddress.IPv6Network, ipaddress.IPv4Interface, ipaddress.IPv6Interface,
+)  # fmt: skip
+UNSUPPORTED = (
+    "extra", "select_for_update", "annotate", "alias", "aggregate", "values", "values_list", "raw",
+    "select_related", "prefetch_related", "distinct", "union", "defer", "only",
 )  # fmt: skip
 
 
@@ -78,71 +77,54 @@ class _Manager(Protocol[M]):
     def _decode(self, db: str, key: str, entry: bytes | None) -> Any: ...
 
 
-def _name(model: Any) -> str:
-    return str(model.__name__)
-
-
 class _Unsupported:
-    """A queryset method the cached query does not offer: using it says what to do instead."""
+    """A queryset method cached queries do not offer: using it says what to do instead."""
 
-    def __set_name__(self, owner: type, name: str) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
 
-    @overload
-    def __get__(self, instance: None, owner: type) -> _Unsupported: ...
-    @overload
-    def __get__(self, instance: object, owner: type) -> NoReturn: ...
     def __get__(self, instance: object, owner: type) -> Any:
         if instance is None:
             return self
-        model = getattr(instance, "model", None)
-        name = _name(model) if model is not None else "Model"
+        model = getattr(getattr(instance, "model", None), "__name__", "Model")
         raise NotImplementedError(
-            f"{name}.cached does not support .{self.name}(): its result could not be kept correct "
-            f"in the cache. Use {name}.objects.{self.name}(...) for this query."
+            f"{model}.cached does not support .{self.name}(): its result could not be kept correct "
+            f"in the cache. Use {model}.objects.{self.name}(...) for this query."
         )
 
 
 class _RejectsQuerysetMethods:
-    extra = _Unsupported()
-    select_for_update = _Unsupported()
-    annotate = _Unsupported()
-    alias = _Unsupported()
-    aggregate = _Unsupported()
-    values = _Unsupported()
-    values_list = _Unsupported()
-    raw = _Unsupported()
-    select_related = _Unsupported()
-    prefetch_related = _Unsupported()
-    distinct = _Unsupported()
-    union = _Unsupported()
+    pass
+
+
+for _method in UNSUPPORTED:
+    setattr(_RejectsQuerysetMethods, _method, _Unsupported(_method))
 
 
 def _refuse(model: Any, problem: str) -> ValueError:
-    return ValueError(f"{_name(model)}.cached {problem} Use {_name(model)}.objects for this query.")
+    name = model.__name__
+    return ValueError(f"{name}.cached {problem} Use {name}.objects for this query.")
 
 
 def _check_path(model: Any, name: str, method: str) -> None:
     """``name`` (a lookup or an ordering) must start at a concrete field of the model itself."""
-    parts = name.split("__")
-    meta = model._meta
+    first, *rest = name.split("__")
     try:
-        field = meta.pk if parts[0] == "pk" else meta.get_field(parts[0])
+        field = model._meta.pk if first == "pk" else model._meta.get_field(first)
     except FieldDoesNotExist:
         return  # the ORM raises its own FieldError when the queryset is built
     spans = not field.concrete or field.many_to_many
-    if not spans and field.is_relation and len(parts) > 1:
-        related = field.related_model._meta
-        try:
-            spans = parts[1] == "pk" or bool(related.get_field(parts[1]))
+    if not spans and field.is_relation and rest:
+        try:  # org__name spans; org__in and org__isnull are lookups on the key itself
+            spans = rest[0] == "pk" or bool(field.related_model._meta.get_field(rest[0]))
         except FieldDoesNotExist:
-            spans = False  # a lookup on the key itself: org__in, org__isnull
+            spans = False
     if spans:
         raise _refuse(
             model,
             f"cannot {method} {name!r}: it spans a relation (a join), and a write to the other "
-            f"table would not invalidate the cached result. Use fields of {_name(model)} itself "
-            f"(e.g. '{parts[0]}' or '{parts[0]}_id' for a foreign key).",
+            f"table would not invalidate the cached result. Use fields of {model.__name__} itself "
+            f"(e.g. '{first}' or '{first}_id' for a foreign key).",
         )
 
 
@@ -155,24 +137,21 @@ def _check_value(model: Any, name: str, value: Any) -> Any:
             "Now(), a subquery, a queryset) is evaluated by the database, so the key cannot "
             "describe its result. Pass a plain value.",
         )
-    if isinstance(value, set | frozenset):
-        value = [_check_value(model, name, v) for v in value]
-        try:
-            return sorted(value)
-        except TypeError:
-            return sorted(value, key=repr)
-    if isinstance(value, list | tuple):
-        checked = [_check_value(model, name, v) for v in value]
+    if not isinstance(value, set | frozenset | list | tuple):
+        return value
+    checked = [_check_value(model, name, v) for v in value]
+    if not isinstance(value, set | frozenset):
         return tuple(checked) if isinstance(value, tuple) else checked
-    return value
+    try:  # a set's order changes from one process to the next: sort it, for one key
+        return sorted(checked)
+    except TypeError:
+        return sorted(checked, key=repr)
 
 
 def _check_q(model: Any, q: Any) -> Q:
     if not isinstance(q, Q):
         raise _refuse(
-            model,
-            f"filter()/exclude() takes Q objects and keyword lookups, not {type(q).__name__} "
-            "(an expression).",
+            model, f"filter() takes Q objects and keyword lookups, not {type(q).__name__}."
         )
     children: list[Any] = []
     for child in q.children:
@@ -182,21 +161,6 @@ def _check_q(model: Any, q: Any) -> Q:
         else:
             children.append(_check_q(model, child))
     return Q(*children, _connector=q.connector, _negated=q.negated)
-
-
-def _check_ordering(model: Any, fields: tuple[Any, ...]) -> None:
-    for field in fields:
-        if not isinstance(field, str):
-            raise _refuse(
-                model,
-                f"cannot order by an expression ({field!r}): pass field names, e.g. "
-                "order_by('-title').",
-            )
-        if field == "?":
-            raise _refuse(
-                model, "cannot order by '?' (random): a cached list would freeze one order."
-            )
-        _check_path(model, field.removeprefix("-"), "order by")
 
 
 def _render(value: Any) -> str:
@@ -216,6 +180,53 @@ def _render(value: Any) -> str:
             if hasattr(value, attr):
                 return f"{name}({_render(getattr(value, attr))})"
     raise ValueError(f"a query parameter of type {name} cannot be part of a cache key")
+
+
+def _inspect(model: Any, query: Query, ordering: list[Any]) -> set[str]:
+    """The attnames the WHERE and ORDER BY of ``query`` read; refuses joins and opaque nodes."""
+    allowed = set()
+    for alias, join in query.alias_map.items():
+        link = getattr(join, "join_field", None)
+        if link is None or (
+            isinstance(link, models.OneToOneField) and link.remote_field.parent_link
+        ):
+            allowed.add(alias)  # the model's table, or a multi-table parent's
+        elif query.alias_refcount[alias]:  # (a join Django trimmed, org=1 reading org_id, is not)
+            raise _refuse(
+                model,
+                f"cannot cache a query that joins {join.table_name} (through {link.name}): a write "
+                "to that table would not invalidate it. Use fields of the model itself (check "
+                "order_by() and Meta.ordering too).",
+            )
+    fields: set[str] = set()
+    todo = [query.where, *ordering]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, _UNSAFE_NODES):
+            raise _refuse(
+                model,
+                f"cannot cache a query that contains {type(node).__name__} (evaluated by the "
+                "database at each run, or opaque): check the base manager and Meta.ordering.",
+            )
+        if isinstance(node, Col):
+            if node.alias not in allowed:
+                raise _refuse(model, f"cannot cache a query that reads {node.alias} (a join).")
+            fields.add(node.target.attname)
+        elif hasattr(node, "get_source_expressions"):
+            todo += [child for child in node.get_source_expressions() if child is not None]
+    return fields
+
+
+def _direct(qs: models.QuerySet[Any], kind: str) -> Any:
+    if kind == LIST:
+        return list(qs)
+    return qs.count() if kind == COUNT else qs.exists()
+
+
+def _pks(qs: models.QuerySet[Any], kind: str) -> models.QuerySet[Any]:
+    """The query that is run and cached: the pks (their order matters only for a list)."""
+    pk_qs = qs.values_list("pk", flat=True)
+    return pk_qs.order_by() if kind != LIST and not qs.query.is_sliced else pk_qs
 
 
 class _Plan(NamedTuple):
@@ -244,22 +255,18 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
 
     def __repr__(self) -> str:
         state = f"{len(self._result)} rows" if self._result is not None else "not evaluated"
-        return f"<CachedQuery of {_name(self.model)}: {state}>"
+        return f"<CachedQuery of {self.model.__name__}: {state}>"
 
     # -- chaining ------------------------------------------------------------------------------
-
-    def _chain(self, queryset: models.QuerySet[M]) -> CachedQuery[M]:
-        return CachedQuery(self._manager, queryset)
 
     def _where(self, negate: bool, q: tuple[Any, ...], lookups: dict[str, Any]) -> CachedQuery[M]:
         model = self.model
         checked = [_check_q(model, one) for one in q]
-        normal = {}
-        for name in sorted(lookups):
+        for name in lookups:
             _check_path(model, name, "filter on")
-            normal[name] = _check_value(model, name, lookups[name])
+        normal = {name: _check_value(model, name, lookups[name]) for name in sorted(lookups)}
         method = self._qs.exclude if negate else self._qs.filter
-        return self._chain(method(*checked, **normal))
+        return CachedQuery(self._manager, method(*checked, **normal))
 
     def filter(self, *q: Q, **lookups: Any) -> CachedQuery[M]:
         return self._where(False, q, lookups)
@@ -268,11 +275,18 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
         return self._where(True, q, lookups)
 
     def all(self) -> CachedQuery[M]:
-        return self._chain(self._qs.all())
+        return CachedQuery(self._manager, self._qs.all())
 
     def order_by(self, *fields: str) -> CachedQuery[M]:
-        _check_ordering(self.model, fields)
-        return self._chain(self._qs.order_by(*fields))
+        for field in fields:
+            if not isinstance(field, str):
+                raise _refuse(self.model, f"cannot order by an expression ({field!r}): use names.")
+            if field == "?":
+                raise _refuse(
+                    self.model, "cannot order by '?' (random): it would freeze one order."
+                )
+            _check_path(self.model, field.removeprefix("-"), "order by")
+        return CachedQuery(self._manager, self._qs.order_by(*fields))
 
     @overload
     def __getitem__(self, k: int) -> M: ...
@@ -282,10 +296,8 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
         if isinstance(k, slice):
             if k.step is not None:
                 raise ValueError("A cached query does not take a step: slice its list() instead.")
-            sliced = CachedQuery(self._manager, self._qs[k])
-            if self._result is not None:
-                sliced._result = self._result[k]
-            return sliced
+            result = self._result[k] if self._result is not None else None
+            return CachedQuery(self._manager, self._qs[k], result)
         if not isinstance(k, int):
             raise TypeError(f"CachedQuery indices must be integers or slices, not {type(k)}.")
         if k < 0:
@@ -314,20 +326,15 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
         return bool(self._fetch_all())
 
     def count(self) -> int:
-        if self._result is not None:
-            return len(self._result)
-        return int(self._evaluate(COUNT))
+        return len(self._result) if self._result is not None else int(self._evaluate(COUNT))
 
     def exists(self) -> bool:
-        if self._result is not None:
-            return bool(self._result)
-        return bool(self._evaluate(EXISTS))
+        return bool(self._result) if self._result is not None else bool(self._evaluate(EXISTS))
 
     def first(self) -> M | None:
         if self._result is not None:
             return self._result[0] if self._result else None
-        query = self if self._qs.ordered else self.order_by("pk")
-        found = query[:1]._fetch_all()
+        found = (self if self._qs.ordered else self.order_by("pk"))[:1]._fetch_all()
         return found[0] if found else None
 
     def _evaluate(self, kind: str) -> Any:
@@ -336,62 +343,41 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
         qs = self._qs if self._qs.db == db else self._qs.using(db)
         plan = self._plan(qs, db, kind)  # validated in every case, even when bypassing
         if plan is None:
-            return [] if kind == LIST else _EMPTY[kind]
+            return {LIST: [], COUNT: 0, EXISTS: False}[kind]
         if fill is None:  # this transaction wrote the model: read its own writes
-            return self._direct(qs, kind)
-        backend = get_backend()
+            return _direct(qs, kind)
         gens_ttl = GENERATIONS_TTL_FACTOR * manager._ttl_ms()
-        read = backend.query_read(plan.gens_key, plan.key, plan.fields, gens_ttl)
-        if read.entry is not None:
-            found = self._decode(plan, read.entry, kind)
-            if found is not None and kind != LIST:
+        read = get_backend().query_read(plan.gens_key, plan.key, plan.fields, gens_ttl)
+        found = self._decode(plan, read.entry, kind) if read.entry is not None else None
+        if found is not None:
+            result = found[0] if kind != LIST else self._resolve(db, found, hit=True)
+            if result is not None:
                 signals.cache_hit.send(sender=self.model, key=plan.key)
-                return found[0]
-            if found is not None:
-                objs = self._resolve(db, found, hit=True)
-                if objs is not None:
-                    signals.cache_hit.send(sender=self.model, key=plan.key)
-                    return objs
+                return result
         signals.cache_miss.send(sender=self.model, key=plan.key)
         if not fill or read.gens is None:
-            return self._direct(qs, kind)
+            return _direct(qs, kind)
         started = time.perf_counter()
-        pk_qs = self._pks(qs, kind)
-        if kind == LIST:
-            value: Any = list(pk_qs)
-        else:
-            value = pk_qs.count() if kind == COUNT else pk_qs.exists()
+        value = _direct(_pks(qs, kind), kind)
         duration = time.perf_counter() - started
         self._fill(plan, read.gens, value if kind == LIST else [value], gens_ttl, duration)
-        if kind != LIST:
-            return value
-        objs = self._resolve(db, value, hit=False)
-        assert objs is not None
-        return objs
-
-    def _direct(self, qs: models.QuerySet[M], kind: str) -> Any:
-        if kind == LIST:
-            return list(qs)
-        return qs.count() if kind == COUNT else qs.exists()
+        return self._resolve(db, value, hit=False) if kind == LIST else value
 
     def _resolve(self, db: str, pks: list[Any], hit: bool) -> list[M] | None:
         """The objects of ``pks`` in order. After a hit, their entries are read with plain ``HGET``s
         first (one round trip, no leases), ``get_many`` loads only those missing, and ``None`` says
         one no longer exists: the list predates its delete, run the query instead."""
-        if not pks:
-            return []
         manager = self._manager
-        normalise = manager._resolver.normalise_pk
-        wanted = [normalise(pk) for pk in pks]
+        wanted = [manager._resolver.normalise_pk(pk) for pk in pks]
         found: dict[Any, M] = {}
         missing = wanted
-        if hit:
-            model = self.model
-            keys_ = [manager.key_for_pk(pk) for pk in wanted]
+        if hit and wanted:
+            object_keys = [manager.key_for_pk(pk) for pk in wanted]
+            entries = get_backend().read_many(object_keys)
             missing = []
-            for pk, key, entry in zip(wanted, keys_, get_backend().read_many(keys_), strict=True):
+            for pk, key, entry in zip(wanted, object_keys, entries, strict=True):
                 obj = manager._decode(db, key, entry) if entry is not None else None
-                if isinstance(obj, model):
+                if isinstance(obj, self.model):
                     found[pk] = obj
                 else:
                     missing.append(pk)
@@ -401,90 +387,36 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
             return None
         return [found[pk] for pk in wanted if pk in found]
 
-    @staticmethod
-    def _pks(qs: models.QuerySet[M], kind: str) -> models.QuerySet[Any]:
-        """The query that is run and cached: the pks (their order matters only for a list)."""
-        pk_qs: models.QuerySet[Any] = qs.values_list("pk", flat=True)
-        if kind != LIST and not qs.query.is_sliced:
-            pk_qs = pk_qs.order_by()
-        return pk_qs
-
     def _plan(self, qs: models.QuerySet[M], db: str, kind: str) -> _Plan | None:
-        """The key, the fields the result depends on, and the pk query; ``None``: empty result."""
-        pk_qs = self._pks(qs, kind)
-        query = pk_qs.query
+        """The key and the fields the result depends on; ``None``: the result is empty."""
+        query = _pks(qs, kind).query  # a copy of its own: compiling it changes it
         compiler = query.get_compiler(using=db)
         try:
             sql, params = compiler.as_sql()
         except EmptyResultSet:
             return None
-        # Inspected after compiling (which resets the joins' counts), on this copy alone.
         ordering = [expression for expression, _sql in compiler.get_order_by()]
-        allowed = self._allowed_aliases(query)
-        fields: set[str] = set()
-        for node in (query.where, *ordering):
-            self._collect(node, allowed, fields)
-        manager = self._manager
+        fields = _inspect(self.model, query, ordering)  # after get_order_by: it adds its joins
         try:
             rendered = _render(list(params))
         except ValueError as error:
             raise _refuse(self.model, f"cannot cache this query: {error}.") from None
+        manager = self._manager
         text = "\0".join((kind, db, manager.schema, sql, rendered))
         digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-        namespace = manager._settings().namespace
+        namespace, label = manager._settings().namespace, manager._label
         return _Plan(
-            keys.query_generations_key(namespace, manager._label),
-            keys.query_key(namespace, manager._label, digest),
+            keys.query_generations_key(namespace, label),
+            keys.query_key(namespace, label, digest),
             ["*", *sorted(fields)],
         )
-
-    def _allowed_aliases(self, query: Query) -> set[str]:
-        """The model's own table and its multi-table parents; any other join is refused."""
-        allowed = set()
-        for alias, join in query.alias_map.items():
-            if not query.alias_refcount[alias] and alias != query.base_table:
-                continue  # a join Django trimmed (org=1 reads org_id): not in the SQL
-            link = getattr(join, "join_field", None)
-            if link is None or (
-                isinstance(link, models.OneToOneField) and link.remote_field.parent_link
-            ):
-                allowed.add(alias)
-                continue
-            raise _refuse(
-                self.model,
-                f"cannot cache a query that joins {join.table_name} (through {link.name}): a write "
-                "to that table would not invalidate it. Use fields of the model itself (check "
-                "order_by() and Meta.ordering too).",
-            )
-        return allowed
-
-    def _collect(self, node: Any, allowed: set[str], fields: set[str]) -> None:
-        """Add the attnames ``node`` reads to ``fields``; refuse what the key cannot describe."""
-        if isinstance(node, _UNSAFE_NODES):
-            raise _refuse(
-                self.model,
-                f"cannot cache a query that contains {type(node).__name__} (it is evaluated by "
-                "the database at each run, or opaque); check the base manager and Meta.ordering.",
-            )
-        if isinstance(node, Col):
-            if node.alias not in allowed:
-                raise _refuse(self.model, f"cannot cache a query that reads {node.alias} (a join).")
-            fields.add(node.target.attname)
-            return
-        sources = getattr(node, "get_source_expressions", None)
-        if sources is not None:
-            for child in sources():
-                if child is not None:
-                    self._collect(child, allowed, fields)
 
     def _decode(self, plan: _Plan, entry: bytes, kind: str) -> list[Any] | None:
         """The stored pks (or ``[count]``, ``[exists]``), ``None`` for an entry that is unusable."""
         try:
             found = self._manager.codec.serializer.loads(entry)
-            expected = {COUNT: int, EXISTS: bool}.get(kind)
-            if expected is not None and not (
-                len(found) == 1 and type(found[0]) is expected  # bool is an int: exact types
-            ):
+            expected = {COUNT: int, EXISTS: bool}.get(kind)  # exact types: a bool is an int
+            if expected is not None and not (len(found) == 1 and type(found[0]) is expected):
                 raise CorruptEntry(f"{kind} entry holds {found!r}")
         except CorruptEntry as error:
             report_error("decode", error)
@@ -514,14 +446,12 @@ def _start(manager: _Manager[M]) -> CachedQuery[M]:
 
 
 class QueryMethods(_RejectsQuerysetMethods):
-    """The cached-query entry points of ``CacheAsideManager``."""
+    """The cached-query entry points of ``CacheAsideManager``: ``Model.cached.filter(...)``."""
 
     def all(self: _Manager[M]) -> CachedQuery[M]:
-        """Every row, as a cached query (``Model.cached.all()[:20]``)."""
         return _start(self)
 
     def filter(self: _Manager[M], *q: Q, **lookups: Any) -> CachedQuery[M]:
-        """A cached query: its pks are cached under the model's query generations."""
         return _start(self).filter(*q, **lookups)
 
     def exclude(self: _Manager[M], *q: Q, **lookups: Any) -> CachedQuery[M]:
