@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,11 +11,12 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import F, Q, Subquery
 from django.db.models.functions import Lower, Now
+from django.utils import timezone
 
 from django_cacheaside import keys, signals, transactions
 from django_cacheaside.testing import count_round_trips
-from tests.factories import ArticleFactory, OrgFactory
-from tests.testapp.models import Article, Note, Org, ProxyArticle, Restaurant, Token
+from tests.factories import ArticleFactory, OrgFactory, all_types_values
+from tests.testapp.models import AllTypes, Article, Note, Org, ProxyArticle, Restaurant, Token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -348,6 +350,28 @@ def test_q_objects_and_exclude(org: Org) -> None:
     )
     assert [a.slug for a in query] == [slugs[0]]
     assert Article.cached.filter(~Q(org=org)).count() == 1
+
+
+def test_parameters_whose_repr_is_truncated_still_make_distinct_keys() -> None:
+    # On PostgreSQL a JSON parameter is a Jsonb wrapper whose repr stops after 35 characters.
+    stored = {"text": "x" * 60 + "a"}
+    row = AllTypes.objects.create(**all_types_values(json=stored))
+    other = {"text": "x" * 60 + "b"}
+    for _ in range(2):
+        assert pks(AllTypes.cached.filter(json=stored)) == [row.pk]
+        assert pks(AllTypes.cached.filter(json=other)) == []
+
+
+def test_the_active_time_zone_is_part_of_a_date_lookup(settings: Any) -> None:
+    note = Note.objects.create(text="late")
+    late = datetime.datetime(2024, 1, 1, 23, 30, tzinfo=datetime.UTC)
+    Note.objects.filter(pk=note.pk).update(created=late)
+    day = datetime.date(2024, 1, 1)
+    for _ in range(2):  # the miss, then the hit, in each zone
+        with timezone.override("UTC"):
+            assert Note.cached.filter(created__date=day).count() == 1
+        with timezone.override("Asia/Tokyo"):  # 08:30 on January 2nd there
+            assert Note.cached.filter(created__date=day).count() == 0
 
 
 def test_uuid_primary_keys(django_assert_num_queries: Any) -> None:
