@@ -120,11 +120,13 @@ def _check_path(model: Any, name: str, method: str) -> None:
         except FieldDoesNotExist:
             spans = False
     if spans:
+        local = field.concrete and not field.many_to_many
+        hint = f"'{first}' or '{field.attname}'" if local else "its own columns"
         raise _refuse(
             model,
             f"cannot {method} {name!r}: it spans a relation (a join), and a write to the other "
             f"table would not invalidate the cached result. Use fields of {model.__name__} itself "
-            f"(e.g. '{first}' or '{first}_id' for a foreign key).",
+            f"({hint}).",
         )
 
 

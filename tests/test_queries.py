@@ -16,7 +16,16 @@ from django.utils import timezone
 from django_cacheaside import keys, signals, transactions
 from django_cacheaside.testing import count_round_trips
 from tests.factories import ArticleFactory, OrgFactory, all_types_values
-from tests.testapp.models import AllTypes, Article, Note, Org, ProxyArticle, Restaurant, Token
+from tests.testapp.models import (
+    AllTypes,
+    Article,
+    Note,
+    Org,
+    Post,
+    ProxyArticle,
+    Restaurant,
+    Token,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -502,6 +511,7 @@ def test_results_and_generations_expire(org: Org, redis_client: Any) -> None:
         (lambda: Article.cached.filter(Q(org__name="x") | Q(slug="y")), "spans a relation"),
         (lambda: Org.cached.filter(articles__title="x"), "'articles__title': it spans"),
         (lambda: Org.cached.filter(articles=1), "'articles': it spans"),
+        (lambda: Post.cached.filter(labels=1), "'labels': it spans"),  # many-to-many
         (lambda: Article.cached.filter(title=F("body")), "cannot use F as the value of 'title'"),
         (lambda: Note.cached.filter(created__lt=Now()), "cannot use Now as the value"),
         (lambda: Article.cached.filter(pk__in=Article.objects.all()), "cannot use QuerySet"),
@@ -518,7 +528,7 @@ def test_results_and_generations_expire(org: Org, redis_client: Any) -> None:
 )
 def test_unsupported_queries_raise_a_clear_error(build: Callable[[], Any], message: str) -> None:
     with pytest.raises(
-        ValueError, match=r"Use (Article|Org|Note)\.objects for this query"
+        ValueError, match=r"Use (Article|Org|Note|Post)\.objects for this query"
     ) as error:
         list(build())
     assert message in str(error.value)
