@@ -298,10 +298,11 @@ def test_saving_a_deferred_instance_costs_no_extra_query(
 
 @pytest.mark.parametrize("model", [Country, Sku])
 def test_string_and_custom_named_primary_keys(model: Any, write: Any) -> None:
-    if model is Country:
-        row = Country.objects.create(code="fr", name="France")
-    else:
-        row = Sku.objects.create(name="widget")
+    row: Any = (
+        Country.objects.create(code="fr", name="France")
+        if model is Country
+        else Sku.objects.create(name="widget")
+    )
     assert model.cached.get(pk=row.pk).name == row.name
     with write():
         row.name = "renamed"
