@@ -346,7 +346,8 @@ class CacheAsideManager(QueryMethods, Generic[M]):
     def get_many(self, pks: Iterable[Any]) -> dict[Any, M]:
         """``{pk: instance}`` for the pks that exist, in the order given; missing pks are left out.
 
-        One Redis round trip for the lookups, one ``pk__in`` query for the misses, one pipelined fill.
+        One Redis round trip of ``HGET``s; with misses, one for their stamps and leases, one
+        ``pk__in`` query and one pipelined fill.
         """
         return batch.get_many(self, pks)
 

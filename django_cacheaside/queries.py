@@ -366,25 +366,11 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
         return self._resolve(db, value, hit=False) if kind == LIST else value
 
     def _resolve(self, db: str, pks: list[Any], hit: bool) -> list[M] | None:
-        """The objects of ``pks`` in order. After a hit, their entries are read with plain ``HGET``s
-        first (one round trip, no leases), ``get_many`` loads only those missing, and ``None`` says
-        one no longer exists: the list predates its delete, run the query instead."""
-        manager = self._manager
-        wanted = [manager._resolver.normalise_pk(pk) for pk in pks]
-        found: dict[Any, M] = {}
-        missing = wanted
-        if hit and wanted:
-            object_keys = [manager.key_for_pk(pk) for pk in wanted]
-            entries = get_backend().read_many(object_keys)
-            missing = []
-            for pk, key, entry in zip(wanted, object_keys, entries, strict=True):
-                obj = manager._decode(db, key, entry) if entry is not None else None
-                if isinstance(obj, self.model):
-                    found[pk] = obj
-                else:
-                    missing.append(pk)
-        if missing:
-            found.update(manager.get_many(missing))
+        """The objects of ``pks`` in order, through ``get_many`` (one round trip of ``HGET``s when
+        all are cached); after a hit, ``None`` says one no longer exists: the list predates its
+        delete, run the query instead."""
+        wanted = [self._manager._resolver.normalise_pk(pk) for pk in pks]
+        found = self._manager.get_many(wanted) if wanted else {}
         if hit and len(found) < len(set(wanted)):
             return None
         return [found[pk] for pk in wanted if pk in found]

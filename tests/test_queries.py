@@ -74,10 +74,10 @@ def test_a_miss_runs_the_pk_query_and_get_many_then_hits_cost_no_query(
     org: Org, django_assert_num_queries: Any
 ) -> None:
     expected = list(Article.objects.filter(org=org).order_by("pk"))
-    # QUERY_READ, the pks (query 1), QUERY_FILL; get_many: lookups + leases, in_bulk (query 2), fill.
+    # QUERY_READ, the pks (query 1), QUERY_FILL; get_many: lookups, leases, in_bulk (query 2), fill.
     with django_assert_num_queries(2), count_round_trips() as trips:
         assert list(Article.cached.filter(org=org).order_by("pk")) == expected
-    assert trips.count == 4
+    assert trips.count == 5
     # QUERY_READ (a hit), then the objects' entries: one pipelined round trip of HGETs.
     with django_assert_num_queries(0), count_round_trips() as trips:
         hit = list(Article.cached.filter(org=org).order_by("pk"))
@@ -101,7 +101,7 @@ def test_a_hit_whose_objects_expired_loads_only_those(
     expected = pks(Article.objects.filter(org=org).order_by("pk"))
     list(Article.cached.filter(org=org).order_by("pk"))
     redis_client.delete(Article.cached.key_for_pk(expected[1]))  # evicted, or expired
-    # QUERY_READ, the HGETs, then get_many for the one: its lease, in_bulk (the query), its fill.
+    # QUERY_READ, get_many's HGETs, then for the one: its lease, in_bulk (the query), its fill.
     with django_assert_num_queries(1) as captured, count_round_trips() as trips:
         assert pks(Article.cached.filter(org=org).order_by("pk")) == expected
     assert trips.count == 4
