@@ -109,7 +109,13 @@ class Backend(TagCommands, QueryCommands):
 
     @fail_open(default=None)
     def _read_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        replies = self._run_pipeline([("HGET", key, "d") for key in keys])
+        if self._direct is not None:
+            replies = self._direct.hget_entries(keys)
+            errors = [reply for reply in replies if isinstance(reply, Exception)]
+            if errors:
+                raise errors[0]
+        else:
+            replies = self._run_pipeline([("HGET", key, "d") for key in keys])
         return [as_bytes(value) for value in replies]
 
     def read_many(self, keys: Sequence[str]) -> list[bytes | None]:

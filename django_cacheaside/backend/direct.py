@@ -119,6 +119,15 @@ class DirectCommands:
             raise reply
         return reply
 
+    def hget_entries(self, keys: Sequence[str]) -> list[Any]:
+        """``HGET key d`` for each of ``keys``, pipelined: ``get_many``'s lookups, packed by hand."""
+        encoding = self._encoding
+        parts = []
+        for key in keys:
+            encoded = key.encode(encoding)
+            parts.append(b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b\r\n$1\r\nd\r\n" % (len(encoded), encoded))
+        return self._send(b"".join(parts), len(keys))
+
     def execute(self, *args: Any) -> Any:
         (reply,) = self.execute_many([args])
         if isinstance(reply, ResponseError):
