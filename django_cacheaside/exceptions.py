@@ -21,3 +21,11 @@ class CorruptEntry(CacheAsideError):
 
 class NotCacheable(CacheAsideError):
     """A value of a type the serializer does not handle; the row is served but not cached."""
+
+
+class UnsupportedQuery(NotImplementedError, AttributeError):
+    """A queryset method ``Model.cached`` does not offer (``.values()``, ``.extra()``...).
+
+    Its message names the default manager's method to use instead. Being an ``AttributeError``
+    too, ``hasattr(Model.cached, "values")`` is ``False``.
+    """

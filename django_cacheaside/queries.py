@@ -13,24 +13,16 @@ writes that cannot change it. See ``docs/querysets.md``.
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import hashlib
-import ipaddress
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, overload
 
-from django.core.exceptions import EmptyResultSet, FieldDoesNotExist
+from django.core.exceptions import EmptyResultSet
 from django.db import models, router
 from django.db.models import Q
-from django.db.models.expressions import Col, RawSQL
-from django.db.models.functions import Now, Random
-from django.db.models.sql.query import Query
-from django.db.models.sql.where import ExtraWhere
 
-from django_cacheaside import keys, signals
+from django_cacheaside import keys, querycheck, signals
 from django_cacheaside.backend import get_backend, report_error
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 
@@ -43,16 +35,6 @@ M = TypeVar("M", bound=models.Model)
 
 LIST, COUNT, EXISTS = "list", "count", "exists"
 GENERATIONS_TTL_FACTOR = 4  # the generations outlive the results filled under them
-_UNSAFE_NODES = (Query, RawSQL, ExtraWhere, Now, Random)
-_SCALARS = (
-    type(None), bool, int, float, str, bytes, decimal.Decimal, datetime.date, datetime.time,
-    datetime.timedelta, uuid.UUID, ipaddress.IPv4Address, ipaddress.IPv6Address,
-    ipaddress.IPv4Network, ipaddress.IPv6Network, ipaddress.IPv4Interface, ipaddress.IPv6Interface,
-)  # fmt: skip
-UNSUPPORTED = (
-    "extra", "select_for_update", "annotate", "alias", "aggregate", "values", "values_list", "raw",
-    "select_related", "prefetch_related", "distinct", "union", "defer", "only",
-)  # fmt: skip
 
 
 class _Manager(Protocol[M]):
@@ -77,148 +59,6 @@ class _Manager(Protocol[M]):
     def _decode(self, db: str, key: str, entry: bytes | None) -> Any: ...
 
 
-class _Unsupported:
-    """A queryset method cached queries do not offer: using it says what to do instead."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, instance: object, owner: type) -> Any:
-        if instance is None:
-            return self
-        model = getattr(getattr(instance, "model", None), "__name__", "Model")
-        raise NotImplementedError(
-            f"{model}.cached does not support .{self.name}(): its result could not be kept correct "
-            f"in the cache. Use {model}.objects.{self.name}(...) for this query."
-        )
-
-
-class _RejectsQuerysetMethods:
-    pass
-
-
-for _method in UNSUPPORTED:
-    setattr(_RejectsQuerysetMethods, _method, _Unsupported(_method))
-
-
-def _refuse(model: Any, problem: str) -> ValueError:
-    name = model.__name__
-    return ValueError(f"{name}.cached {problem} Use {name}.objects for this query.")
-
-
-def _check_path(model: Any, name: str, method: str) -> None:
-    """``name`` (a lookup or an ordering) must start at a concrete field of the model itself."""
-    first, *rest = name.split("__")
-    try:
-        field = model._meta.pk if first == "pk" else model._meta.get_field(first)
-    except FieldDoesNotExist:
-        return  # the ORM raises its own FieldError when the queryset is built
-    spans = not field.concrete or field.many_to_many
-    if not spans and field.is_relation and rest:
-        try:  # org__name spans; org__in and org__isnull are lookups on the key itself
-            spans = rest[0] == "pk" or bool(field.related_model._meta.get_field(rest[0]))
-        except FieldDoesNotExist:
-            spans = False
-    if spans:
-        local = field.concrete and not field.many_to_many
-        hint = f"'{first}' or '{field.attname}'" if local else "its own columns"
-        raise _refuse(
-            model,
-            f"cannot {method} {name!r}: it spans a relation (a join), and a write to the other "
-            f"table would not invalidate the cached result. Use fields of {model.__name__} itself "
-            f"({hint}).",
-        )
-
-
-def _check_value(model: Any, name: str, value: Any) -> Any:
-    """The value of a lookup, normalised (sets sorted); expressions are refused."""
-    if hasattr(value, "resolve_expression"):
-        raise _refuse(
-            model,
-            f"cannot use {type(value).__name__} as the value of {name!r}: an expression (F(), "
-            "Now(), a subquery, a queryset) is evaluated by the database, so the key cannot "
-            "describe its result. Pass a plain value.",
-        )
-    if not isinstance(value, set | frozenset | list | tuple):
-        return value
-    checked = [_check_value(model, name, v) for v in value]
-    if not isinstance(value, set | frozenset):
-        return tuple(checked) if isinstance(value, tuple) else checked
-    try:  # a set's order changes from one process to the next: sort it, for one key
-        return sorted(checked)
-    except TypeError:
-        return sorted(checked, key=repr)
-
-
-def _check_q(model: Any, q: Any) -> Q:
-    if not isinstance(q, Q):
-        raise _refuse(
-            model, f"filter() takes Q objects and keyword lookups, not {type(q).__name__}."
-        )
-    children: list[Any] = []
-    for child in q.children:
-        if isinstance(child, tuple):
-            _check_path(model, child[0], "filter on")
-            children.append((child[0], _check_value(model, child[0], child[1])))
-        else:
-            children.append(_check_q(model, child))
-    return Q(*children, _connector=q.connector, _negated=q.negated)
-
-
-def _render(value: Any) -> str:
-    """A stable text for one query parameter, its type included (``repr`` alone may truncate)."""
-    kind = type(value)
-    name = f"{kind.__module__}.{kind.__qualname__}"
-    if isinstance(value, list | tuple):
-        return f"{name}[{','.join(_render(v) for v in value)}]"
-    if isinstance(value, dict):
-        return f"{name}{{{','.join(f'{_render(k)}:{_render(v)}' for k, v in value.items())}}}"
-    if isinstance(value, _SCALARS):
-        return f"{name}:{value!r}"
-    if isinstance(value, memoryview | bytearray):
-        return f"{name}:{bytes(value)!r}"
-    if kind.__module__.startswith("psycopg"):  # Json, Jsonb, Binary: wrappers whose repr truncates
-        for attr in ("obj", "adapted"):
-            if hasattr(value, attr):
-                return f"{name}({_render(getattr(value, attr))})"
-    raise ValueError(f"a query parameter of type {name} cannot be part of a cache key")
-
-
-def _inspect(model: Any, query: Query, ordering: list[Any]) -> set[str]:
-    """The attnames the WHERE and ORDER BY of ``query`` read; refuses joins and opaque nodes."""
-    allowed = set()
-    for alias, join in query.alias_map.items():
-        link = getattr(join, "join_field", None)
-        if link is None or (
-            isinstance(link, models.OneToOneField) and link.remote_field.parent_link
-        ):
-            allowed.add(alias)  # the model's table, or a multi-table parent's
-        elif query.alias_refcount[alias]:  # (a join Django trimmed, org=1 reading org_id, is not)
-            raise _refuse(
-                model,
-                f"cannot cache a query that joins {join.table_name} (through {link.name}): a write "
-                "to that table would not invalidate it. Use fields of the model itself (check "
-                "order_by() and Meta.ordering too).",
-            )
-    fields: set[str] = set()
-    todo = [query.where, *ordering]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, _UNSAFE_NODES):
-            raise _refuse(
-                model,
-                f"cannot cache a query that contains {type(node).__name__} (evaluated by the "
-                "database at each run, or opaque): check the base manager and Meta.ordering.",
-            )
-        if isinstance(node, Col):
-            if node.alias not in allowed:
-                raise _refuse(model, f"cannot cache a query that reads {node.alias} (a join).")
-            fields.add(node.target.attname)
-        elif hasattr(node, "get_source_expressions"):
-            todo += [child for child in node.get_source_expressions() if child is not None]
-    return fields
-
-
 def _direct(qs: models.QuerySet[Any], kind: str) -> Any:
     if kind == LIST:
         return list(qs)
@@ -237,7 +77,7 @@ class _Plan(NamedTuple):
     fields: list[str]
 
 
-class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
+class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
     """A lazy, chainable cached query: ``filter``, ``exclude``, ``order_by``, ``all``, slicing.
 
     Evaluated (iteration, ``len()``, ``list()``, ``[i]``) once, like a queryset; ``count()``,
@@ -263,10 +103,12 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
 
     def _where(self, negate: bool, q: tuple[Any, ...], lookups: dict[str, Any]) -> CachedQuery[M]:
         model = self.model
-        checked = [_check_q(model, one) for one in q]
+        checked = [querycheck.check_q(model, one) for one in q]
         for name in lookups:
-            _check_path(model, name, "filter on")
-        normal = {name: _check_value(model, name, lookups[name]) for name in sorted(lookups)}
+            querycheck.check_path(model, name, "filter on")
+        normal = {
+            name: querycheck.check_value(model, name, lookups[name]) for name in sorted(lookups)
+        }
         method = self._qs.exclude if negate else self._qs.filter
         return CachedQuery(self._manager, method(*checked, **normal))
 
@@ -282,12 +124,14 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
     def order_by(self, *fields: str) -> CachedQuery[M]:
         for field in fields:
             if not isinstance(field, str):
-                raise _refuse(self.model, f"cannot order by an expression ({field!r}): use names.")
+                raise querycheck.refuse(
+                    self.model, f"cannot order by an expression ({field!r}): use names."
+                )
             if field == "?":
-                raise _refuse(
+                raise querycheck.refuse(
                     self.model, "cannot order by '?' (random): it would freeze one order."
                 )
-            _check_path(self.model, field.removeprefix("-"), "order by")
+            querycheck.check_path(self.model, field.removeprefix("-"), "order by")
         return CachedQuery(self._manager, self._qs.order_by(*fields))
 
     @overload
@@ -384,11 +228,13 @@ class CachedQuery(_RejectsQuerysetMethods, Generic[M]):
         except EmptyResultSet:
             return None
         ordering = [expression for expression, _sql in compiler.get_order_by()]
-        fields = _inspect(self.model, query, ordering)  # after get_order_by: it adds its joins
+        fields = querycheck.inspect(
+            self.model, query, ordering
+        )  # after get_order_by: it adds its joins
         try:
-            rendered = _render(list(params))
+            rendered = querycheck.render(list(params))
         except ValueError as error:
-            raise _refuse(self.model, f"cannot cache this query: {error}.") from None
+            raise querycheck.refuse(self.model, f"cannot cache this query: {error}.") from None
         manager = self._manager
         text = "\0".join((kind, db, manager.schema, sql, rendered))
         digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
@@ -433,7 +279,7 @@ def _start(manager: _Manager[M]) -> CachedQuery[M]:
     return CachedQuery(manager, manager._base(db))
 
 
-class QueryMethods(_RejectsQuerysetMethods):
+class QueryMethods(querycheck.RejectsQuerysetMethods):
     """The cached-query entry points of ``CacheAsideManager``: ``Model.cached.filter(...)``."""
 
     def all(self: _Manager[M]) -> CachedQuery[M]:

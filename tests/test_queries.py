@@ -542,3 +542,4 @@ def test_queryset_methods_it_cannot_cache_raise(name: str) -> None:
         getattr(Article.cached.filter(slug="x"), name)
     with pytest.raises(NotImplementedError, match=rf"Article\.objects\.{name}"):
         getattr(Article.cached, name)
+    assert not hasattr(Article.cached, name)  # an AttributeError too: introspection sees no method
