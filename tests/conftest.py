@@ -21,6 +21,13 @@ def cache_namespace(settings: Any) -> Iterator[str]:
     yield prefix
 
 
+@pytest.fixture(autouse=True, scope="session")
+def scripts_loaded() -> None:
+    """Load the Lua scripts up front, so that no test's round-trip count depends on whether an
+    earlier test ran them first (the first EVALSHA of a fresh server is answered NOSCRIPT)."""
+    backend.get_backend()._load_scripts()
+
+
 @pytest.fixture
 def redis_client() -> Any:
     return backend.get_backend().client
