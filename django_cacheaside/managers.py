@@ -172,11 +172,18 @@ class CacheAsideManager(QueryMethods, Generic[M]):
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def _db(self) -> str:
+        """Where rows are read from: the primary, as a write would go (every row, never a lagging
+        replica)."""
+        model = self.model
+        assert model is not None
+        return router.db_for_write(model) if router.routers else "default"
+
     def _policy(self) -> tuple[str, bool | None]:
         """``(db, fill)``: fill is ``None`` when this transaction wrote the model (bypass)."""
         model = self.model
         assert model is not None
-        db = router.db_for_write(model) if router.routers else "default"
+        db = self._db()
         conn = connections[db]
         if not conn.in_atomic_block:
             return db, True

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, overload
 
 from django.core.exceptions import EmptyResultSet
-from django.db import models, router
+from django.db import models
 from django.db.models import Q
 
 from django_cacheaside import keys, querycheck, signals
@@ -51,6 +51,7 @@ class _Manager(Protocol[M]):
     @property
     def _label(self) -> str: ...
     def _settings(self) -> DerivedSettings: ...
+    def _db(self) -> str: ...
     def _policy(self) -> tuple[str, bool | None]: ...
     def _ttl_ms(self, name: str = "TTL") -> int: ...
     def _base(self, db: str) -> models.QuerySet[M]: ...
@@ -275,8 +276,7 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
 def _start(manager: _Manager[M]) -> CachedQuery[M]:
     model = manager.model
     assert model is not None, "the manager of an abstract model has no queries"
-    db = router.db_for_write(model) if router.routers else "default"  # as in _policy()
-    return CachedQuery(manager, manager._base(db))
+    return CachedQuery(manager, manager._base(manager._db()))
 
 
 class QueryMethods(querycheck.RejectsQuerysetMethods):
