@@ -4,7 +4,8 @@ Every signal is sent with ``sender`` set to the model class (``cache_error``: th
 ``cache_invalidate`` of a tag purge: ``None``).
 
 ``cache_hit(sender, key)``
-    An entry was served from Redis. ``key`` is the Redis key.
+    An entry was served from Redis. ``key`` is the Redis key: an object's, or a cached query
+    result's (``...{app.model:=q}:<digest>``); ``cache_miss`` and ``cache_fill`` likewise.
 ``cache_miss(sender, key)``
     No usable entry; the row is loaded from the database next.
 ``cache_fill(sender, key, written, duration)``
