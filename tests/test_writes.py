@@ -350,3 +350,22 @@ def test_team_and_person_entries_follow_saves(write: Any) -> None:
         Person.objects.bulk_update([Person(pk=person.pk, name="renamed too")], ["name"])
     assert Team.cached.get(pk=team.pk).name == "renamed"
     assert Person.cached.get(pk=person.pk).name == "renamed too"
+
+
+def test_proxy_writes_invalidate_the_concrete_entries_and_back(write: Any) -> None:
+    from tests.factories import ArticleFactory
+    from tests.testapp.models import Article, ProxyArticle
+
+    article = ArticleFactory.create(title="old")
+    Article.cached.get(pk=article.pk)
+    proxied = ProxyArticle.cached.get(pk=article.pk)  # the same entry
+    with write():
+        proxied.title = "via the proxy"
+        proxied.save()
+    assert Article.cached.get(pk=article.pk).title == "via the proxy"
+    with write():
+        ProxyArticle.objects.filter(pk=article.pk).update(title="proxy update")
+    assert Article.cached.get(pk=article.pk).title == "proxy update"
+    with write():
+        Article.objects.filter(pk=article.pk).update(title="concrete update")
+    assert ProxyArticle.cached.get(pk=article.pk).title == "concrete update"
