@@ -27,6 +27,7 @@ from django_cacheaside.backend import get_backend, report_error
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 
 if TYPE_CHECKING:
+    from django_cacheaside.coalescing import Flights
     from django_cacheaside.codec import Codec
     from django_cacheaside.lookups import LookupResolver
     from django_cacheaside.options import DerivedSettings
@@ -51,6 +52,10 @@ class _Manager(Protocol[M]):
     @property
     def _label(self) -> str: ...
     def _settings(self) -> DerivedSettings: ...
+
+    _flights: Flights
+
+    def option(self, name: str) -> Any: ...
     def _db(self) -> str: ...
     def _policy(self) -> tuple[str, bool | None]: ...
     def _ttl_ms(self, name: str = "TTL") -> int: ...
@@ -204,10 +209,24 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
         signals.cache_miss.send(sender=self.model, key=plan.key)
         if not fill or read.gens is None:
             return _direct(qs, kind)
-        started = time.perf_counter()
-        value = _direct(_pks(qs, kind), kind)
-        duration = time.perf_counter() - started
-        self._fill(plan, read.gens, value if kind == LIST else [value], gens_ttl, duration)
+        gens = read.gens
+
+        def load() -> Any:
+            started = time.perf_counter()
+            value = _direct(_pks(qs, kind), kind)
+            duration = time.perf_counter() - started
+            self._fill(plan, gens, value if kind == LIST else [value], gens_ttl, duration)
+            return value
+
+        # Concurrent misses of one result in this process run the query once (as for get()).
+        leading, value = manager._flights.run(
+            ("query", db, plan.key), load, float(manager.option("LOCK_WAIT"))
+        )
+        if not leading:
+            outcome = "coalesced" if value is not None else "timeout"
+            signals.cache_lease.send(sender=self.model, key=plan.key, outcome=outcome, waited=0.0)
+            value = _direct(_pks(qs, kind), kind) if value is None else value
+            value = list(value) if kind == LIST else value  # never share the leader's list
         return self._resolve(db, value, hit=False) if kind == LIST else value
 
     def _resolve(self, db: str, pks: list[Any], hit: bool) -> list[M] | None:

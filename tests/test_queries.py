@@ -543,3 +543,30 @@ def test_queryset_methods_it_cannot_cache_raise(name: str) -> None:
     with pytest.raises(NotImplementedError, match=rf"Article\.objects\.{name}"):
         getattr(Article.cached, name)
     assert not hasattr(Article.cached, name)  # an AttributeError too: introspection sees no method
+
+
+def test_threads_missing_one_result_run_its_query_once(org: Org) -> None:
+    """16 threads of one process miss the same cold result: one pk query, the rest coalesce."""
+    from tests.test_locks import LoadCounter, run_threads
+
+    expected = pks(Article.objects.filter(org=org).order_by("pk"))
+    Article.cached.get_many(expected)  # the objects are cached: only the pk query is counted
+    loads = LoadCounter()
+    seen: list[str] = []
+
+    def record(sender: Any, outcome: str, **kwargs: Any) -> None:
+        seen.append(outcome)
+
+    def read() -> list[Any]:
+        with loads.installed():
+            return pks(Article.cached.filter(org=org).order_by("pk"))
+
+    signals.cache_lease.connect(record)
+    try:
+        results = run_threads(16, read)
+    finally:
+        signals.cache_lease.disconnect(record)
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert [r[0] for r in results] == [expected] * 16
+    assert loads.count == 1
+    assert seen.count("coalesced") == 15
