@@ -6,8 +6,10 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error
+from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import QuerySet
+from django.db.models.manager import BaseManager
 from django.utils.module_loading import import_string
 
 from django_cacheaside import registry
@@ -162,6 +164,52 @@ def _model_entry_errors(entries: Any) -> list[CheckMessage]:
     return errors
 
 
+_BULK_WRITES = ("update", "bulk_update", "bulk_create")
+
+
+def _overrides(klass: type, base: type, name: str) -> type | None:
+    """The first class of ``klass``'s MRO, before ``base``, that defines ``name``."""
+    for candidate in klass.__mro__:
+        if candidate is base:
+            return None
+        if name in vars(candidate):
+            return candidate
+    return None
+
+
+def _calls_super(method: Any) -> bool:
+    """Whether an override reaches Django's method: it refers to ``super``, or it is one of the
+    proxies ``Manager.from_queryset()`` generates (they call the queryset's method)."""
+    if hasattr(method, "__wrapped__"):
+        return True
+    code = getattr(getattr(method, "__func__", method), "__code__", None)
+    return code is None or "super" in code.co_names
+
+
+def _bulk_write_warnings(model: Any) -> list[CheckMessage]:
+    warnings: list[CheckMessage] = []
+    for manager in model._meta.managers:
+        queryset_class = getattr(manager, "_queryset_class", QuerySet)
+        for name in _BULK_WRITES:
+            for klass, base in ((queryset_class, QuerySet), (type(manager), BaseManager)):
+                found = _overrides(klass, base, name)
+                if found is None or _calls_super(vars(found)[name]):
+                    continue
+                warnings.append(
+                    Warning(
+                        f"{model._meta.label}.{manager.name} uses {found.__module__}."
+                        f"{found.__qualname__}.{name}(), which overrides Django's. django-cacheaside "
+                        f"invalidates cached rows in QuerySet.{name}(), and this override does not "
+                        "call super(): its writes would leave stale entries.",
+                        hint=f"Call super().{name}(...) in the override, or call "
+                        f"django_cacheaside.invalidate_model({model.__name__}) after it.",
+                        obj=model,
+                        id="cacheaside.W001",
+                    )
+                )
+    return warnings
+
+
 def check_managers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for model in registry.cached_models():
@@ -182,4 +230,5 @@ def check_managers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="cacheaside.E012",
                 )
             )
+        errors += _bulk_write_warnings(model)
     return errors

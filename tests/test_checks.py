@@ -83,3 +83,31 @@ def test_manager_ttl_of_zero_or_none_is_an_error(ttl: Any) -> None:
     assert ids(errors) == ["cacheaside.E003"]
     assert errors[0].obj is Uncached
     assert "testapp.Uncached.cached_for_check TTL is" in errors[0].msg
+
+
+def test_w001_warns_of_a_bulk_write_override_that_skips_super() -> None:
+    from django.db import models
+
+    from tests.testapp.models import Post
+
+    class SilentQuerySet(models.QuerySet[Post]):
+        def update(self, **kwargs: Any) -> int:
+            return 0  # never reaches QuerySet.update
+
+    class PoliteQuerySet(models.QuerySet[Post]):
+        def update(self, **kwargs: Any) -> int:
+            return super().update(**kwargs)
+
+    manager: Any = Post._default_manager
+    original = manager._queryset_class
+    try:
+        manager._queryset_class = SilentQuerySet
+        warnings = [m for m in check_managers() if m.id == "cacheaside.W001"]
+        manager._queryset_class = PoliteQuerySet
+        polite = [m for m in check_managers() if m.id == "cacheaside.W001"]
+    finally:
+        manager._queryset_class = original
+    assert len(warnings) == 1
+    assert "SilentQuerySet.update()" in warnings[0].msg
+    assert "invalidate_model(Post)" in (warnings[0].hint or "")
+    assert polite == []
