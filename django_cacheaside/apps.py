@@ -24,4 +24,7 @@ class CacheAsideConfig(AppConfig):
         registry.bind_inherited()
         receivers.connect_all()
         writes.install()
+        from django_cacheaside.stats import counters
+
+        counters.connect()
         registry.mark_wired()

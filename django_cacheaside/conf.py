@@ -42,6 +42,12 @@ DEFAULTS: dict[str, Any] = {
     "MANAGER_NAME": "cached",
     # Seconds between two "Redis is failing" warnings in the log.
     "ERROR_LOG_INTERVAL": 60,
+    # Count hits, misses, fills... per model (django_cacheaside.stats). False: no counting at all.
+    "STATS": True,
+    # Seconds between two flushes of a process's counters to Redis (and one at exit).
+    "STATS_FLUSH": 5,
+    # Seconds the per-minute counter buckets are kept in Redis (7 days).
+    "STATS_RETENTION": 7 * 24 * 3600,
 }
 
 # Keys whose value is a dotted path resolved on access (a string there is imported).
@@ -101,5 +107,7 @@ def reload_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
         app_settings.reload()
         # The backend is built from these settings; drop it so the next use builds a fresh one.
         from django_cacheaside import backend
+        from django_cacheaside.stats import counters
 
         backend.reset()
+        counters.connect()  # STATS may have been switched

@@ -127,26 +127,24 @@ def attnames(model: type[models.Model], names: Iterable[str]) -> list[str]:
 
 
 def apply(
-    model: type[models.Model] | None,
+    models_written: Sequence[type[models.Model]],
     operations: list[Operation],
     using: str,
     cause: str,
-    labels: Iterable[str] | None = None,
 ) -> int:
     """Deliver ``operations`` now and, inside a transaction on ``using``, again when it commits.
 
-    ``labels`` name the models this transaction must stop reading from the cache (default: the
-    family of ``model``).
+    The transaction stops reading ``models_written`` (and their families) from the cache;
+    ``cache_invalidate`` is sent once per model in ``models_written``.
     """
     if not operations:
         return 0
     deleted = deliver(operations)
-    if labels is None:
-        assert model is not None
-        labels = [keys.model_label(member) for member in registry.family(model)]
+    labels = {keys.model_label(m) for model in models_written for m in registry.family(model)}
     transactions.queue(using, labels, operations, deliver)
     stale = [op[1] for op in operations if op[0] == "DEL"]
-    signals.cache_invalidate.send(sender=model, keys=stale, cause=cause)
+    for model in models_written:
+        signals.cache_invalidate.send(sender=model, keys=stale, cause=cause)
     return deleted
 
 
@@ -159,7 +157,7 @@ def invalidate_instance(
     if instance.pk is None:
         return
     operations = row_operations(model, instance.pk, instance) + query_operations(model, fields)
-    apply(model, operations, using, cause)
+    apply([model], operations, using, cause)
 
 
 def invalidate_rows(
@@ -176,7 +174,7 @@ def invalidate_rows(
     for pk in pks:
         operations += row_operations(model, pk, instances.get(pk), (tags or {}).get(pk))
     operations += query_operations(model, fields)
-    apply(model, operations, using, cause)
+    apply([model], operations, using, cause)
 
 
 def _check_cached(model: type[models.Model]) -> None:
@@ -205,7 +203,7 @@ def invalidate(obj: models.Model | type[models.Model], *, pk: Any = None) -> Non
         raise TypeError("invalidate(Model) needs pk=...; invalidate_model(Model) drops every row.")
     _check_cached(obj)
     operations = row_operations(obj, pk) + query_operations(obj)
-    apply(obj, operations, router.db_for_write(obj), "manual")
+    apply([obj], operations, router.db_for_write(obj), "manual")
 
 
 def invalidate_tags(*tags: str, using: str = DEFAULT_DB_ALIAS) -> int:
@@ -221,11 +219,9 @@ def invalidate_tags(*tags: str, using: str = DEFAULT_DB_ALIAS) -> int:
     namespace = keys.namespace(app_settings.KEY_PREFIX)
     operations: list[Operation] = [("PURGE", keys.tag_key(namespace, tag)) for tag in names]
     tagged = [m for m in registry.cached_models() if _manager(m)._tags.enabled]
-    labels: list[str] = []
     for model in tagged:
         operations += query_operations(model)
-        labels.append(keys.model_label(model))
-    return apply(None, operations, using, "tag", labels)
+    return apply(tagged, operations, using, "tag")
 
 
 def invalidate_model(model: type[models.Model], *, using: str | None = None) -> int:
@@ -244,4 +240,4 @@ def invalidate_model(model: type[models.Model], *, using: str | None = None) -> 
         pattern = keys.model_pattern(manager._settings().namespace, manager._label)
         operations.append(("SCAN", pattern))
     operations += query_operations(model)
-    return apply(model, operations, using or router.db_for_write(model), "model")
+    return apply([model], operations, using or router.db_for_write(model), "model")

@@ -83,9 +83,14 @@ def clock_key(namespace: str) -> str:
 _GLOB = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
 
 
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a ``SCAN MATCH`` pattern."""
+    return text.translate(_GLOB)
+
+
 def model_pattern(namespace: str, label: str) -> str:
     """A ``SCAN MATCH`` pattern for every key of one model: entries, pointers, leases, queries."""
-    return f"{namespace}{{{label}:".translate(_GLOB) + "*"
+    return glob_escape(f"{namespace}{{{label}:") + "*"
 
 
 def schema_stamp(model: type[models.Model], format_version: str) -> str:

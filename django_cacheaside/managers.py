@@ -219,7 +219,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             report_error("decode", exc)
             return None
         if found is not None:
-            signals.cache_hit.send(sender=self.model, key=key)
+            signals.cache_hit.send(sender=self.model, key=key, negative=found is NOT_FOUND)
         return found
 
     def _lookup_entry(self, db: str, key: str, fill: bool) -> tuple[Any, Read]:

@@ -204,7 +204,7 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
         if found is not None:
             result = found[0] if kind != LIST else self._resolve(db, found, hit=True)
             if result is not None:
-                signals.cache_hit.send(sender=self.model, key=plan.key)
+                signals.cache_hit.send(sender=self.model, key=plan.key, negative=False)
                 return result
         signals.cache_miss.send(sender=self.model, key=plan.key)
         if not fill or read.gens is None:

@@ -1,10 +1,9 @@
 """The app's own signals. Stats and your code subscribe to them; the read path only sends.
 
-Every signal is sent with ``sender`` set to the model class (``cache_error``: the backend class;
-``cache_invalidate`` of a tag purge: ``None``).
+Every signal is sent with ``sender`` set to the model class (``cache_error``: the backend class).
 
-``cache_hit(sender, key)``
-    An entry was served from Redis. ``key`` is the Redis key: an object's, or a cached query
+``cache_hit(sender, key, negative)``
+    An entry was served from Redis (``negative``: a remembered "does not exist"). ``key`` is the Redis key: an object's, or a cached query
     result's (``...{app.model:=q}:<digest>``); ``cache_miss`` and ``cache_fill`` likewise.
 ``cache_miss(sender, key)``
     No usable entry; the row is loaded from the database next.
@@ -26,7 +25,7 @@ Every signal is sent with ``sender`` set to the model class (``cache_error``: th
 ``cache_invalidate(sender, keys, cause)``
     Entries were dropped. ``cause`` is ``"save"``, ``"delete"``, ``"bulk"`` (``update()``,
     ``bulk_update()``, ``bulk_create()``), ``"manual"`` (``invalidate()``), ``"tag"``
-    (``invalidate_tags()``; ``sender`` is ``None``) or ``"model"`` (``invalidate_model()``).
+    (``invalidate_tags()``: sent once per model that has tags) or ``"model"`` (``invalidate_model()``).
     ``keys`` are the keys deleted by name (not a tag purge's members, not a model scan's keys).
 ``cache_error(sender, operation, error)``
     Redis failed during ``operation`` (a backend method name); the caller was answered anyway.

@@ -31,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from django_cacheaside.backend import scripts
+from django_cacheaside.backend.counting import StatsCommands
 from django_cacheaside.backend.direct import DirectCommands
 from django_cacheaside.backend.errors import fail_open, report_error
 from django_cacheaside.backend.instrument import RoundTripCounter, scan_keys
@@ -87,7 +88,7 @@ def new_stamp() -> bytes:
     return os.urandom(8)
 
 
-class Backend(TagCommands, QueryCommands):
+class Backend(TagCommands, QueryCommands, StatsCommands):
     def __init__(self, client: redis.Redis) -> None:
         pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
         if pool_kwargs.get("decode_responses"):
