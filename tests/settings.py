@@ -9,7 +9,9 @@ REDIS_URL = redis_url()
 CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
 # Every key this run writes starts with RUN_PREFIX; the last test checks their TTLs, then drops them.
 RUN_PREFIX = f"cacheaside-test-{uuid.uuid4().hex[:12]}"
-CACHEASIDE = {"KEY_PREFIX": RUN_PREFIX, "MODELS": {"auth.User": {"ttl": 600}}}
+# STATS_FLUSH: the background flusher never runs during a test (counts would land under another
+# test's prefix); tests flush explicitly.
+CACHEASIDE = {"KEY_PREFIX": RUN_PREFIX, "MODELS": {"auth.User": {"ttl": 600}}, "STATS_FLUSH": 3600}
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",

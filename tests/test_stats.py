@@ -1,0 +1,161 @@
+"""Stats: counted in-process from the app's signals, flushed to per-minute buckets, read back."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+import django_cacheaside
+from django_cacheaside import signals, stats
+from django_cacheaside.backend import get_backend
+from django_cacheaside.stats import counters, flusher
+from django_cacheaside.testing import count_round_trips
+from tests.factories import ArticleFactory
+from tests.testapp.models import Article
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LABEL = "testapp.Article"
+
+
+@pytest.fixture(autouse=True)
+def fresh_counts() -> None:
+    counters.buffer.take()  # counts of earlier tests belong to their own key prefixes
+
+
+def row(snapshot: stats.Snapshot, label: str = LABEL) -> stats.ModelStats:
+    (found,) = snapshot.model(label)
+    return found
+
+
+def test_reads_fills_and_invalidations_are_counted_per_model_and_schema() -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)  # miss, fill
+    Article.cached.get(pk=article.pk)  # hit
+    Article.cached.get(pk=article.pk)  # hit
+    with pytest.raises(Article.DoesNotExist):
+        Article.cached.get(pk=10**9)  # miss, negative fill
+    with pytest.raises(Article.DoesNotExist):
+        Article.cached.get(pk=10**9)  # negative hit
+    article.title = "x"
+    article.save()
+    Article.objects.filter(pk=article.pk).update(title="y")
+    django_cacheaside.invalidate(article)
+    found = row(stats.snapshot(window=300))
+    assert found.schema == Article.cached.schema
+    assert (found["hits"], found["negative_hits"], found["misses"]) == (2, 1, 2)
+    assert found.reads == 5
+    assert found.hit_rate == pytest.approx(3 / 5)
+    assert found["fills"] == 2
+    assert found["load_count"] == 2
+    assert sum(found[f"load_le_{b}"] for b in counters.LOAD_BUCKETS_MS) + found["load_gt_5000"] == 2
+    assert found.load_percentile(0.5) is not None
+    # The factory's create and the save; the update(); the invalidate().
+    expected = {"save": 2, "delete": 0, "bulk": 1, "tag": 0, "manual": 1, "model": 0}
+    assert found.invalidations == expected
+    assert found.series and sum(h for h, _m in found.series.values()) == 3
+
+
+def test_a_flush_is_one_round_trip_into_an_expiring_minute_bucket(redis_client: Any) -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    with count_round_trips() as trips:
+        assert flusher.flush()
+    assert trips.count == 1
+    with count_round_trips() as trips:
+        assert flusher.flush()  # nothing new: nothing sent
+    assert trips.count == 0
+    namespace = Article.cached._settings().namespace
+    key = flusher.bucket_key(namespace, int(time.time() // 60))
+    ttl = redis_client.pttl(key)
+    assert 7 * 86400 * 1000 - 60_000 < ttl <= 7 * 86400 * 1000
+    fields = {f.decode(): int(v) for f, v in redis_client.hgetall(key).items()}
+    assert fields[f"{LABEL}|{Article.cached.schema}|misses"] == 1
+
+
+def test_a_failed_flush_keeps_its_counts_for_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    backend = get_backend()
+    monkeypatch.setattr(backend, "add_counts", lambda *args, **kwargs: False)
+    assert not flusher.flush()
+    monkeypatch.undo()
+    assert row(stats.snapshot(window=300))["misses"] == 1
+
+
+def _child_reads(pk: int, queue: Any) -> None:
+    for _ in range(3):
+        Article.cached.get(pk=pk)
+    queue.put(flusher.flush())
+
+
+def test_processes_add_up_and_a_forked_child_does_not_flush_its_parents_counts() -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)  # the parent's miss
+    assert flusher.flush()
+    Article.cached.get(pk=article.pk)
+    Article.cached.get(pk=article.pk)  # two hits, not flushed yet when the child is forked
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_reads, args=(article.pk, queue))
+    child.start()
+    assert queue.get(timeout=10) is True
+    child.join(10)
+    found = row(stats.snapshot(window=300))
+    assert (found["hits"], found["misses"]) == (2 + 3, 1)
+
+
+def test_stats_off_connects_no_receiver() -> None:
+    assert signals.cache_hit.has_listeners(Article)
+    with override_settings(CACHEASIDE={"STATS": False}):
+        assert not signals.cache_hit.has_listeners(Article)
+        assert not signals.cache_fill.has_listeners(Article)
+        article = ArticleFactory.create()
+        Article.cached.get(pk=article.pk)
+        assert counters.buffer.take() == {}
+    assert signals.cache_hit.has_listeners(Article)
+
+
+def test_snapshot_filters_models_and_checks_its_window() -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    assert stats.snapshot(window=300, models=["testapp.Org"]).model(LABEL) == []
+    assert row(stats.snapshot(window=300, models=[LABEL]))["misses"] == 1
+    with pytest.raises(ValueError, match="at least 60 seconds"):
+        stats.snapshot(window=30)
+
+
+def test_reset_drops_the_buckets() -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    assert flusher.flush()
+    assert stats.reset() >= 1
+    assert stats.snapshot(window=300).model(LABEL) == []
+
+
+def test_lock_outcomes_refreshes_and_errors_are_counted() -> None:
+    article = ArticleFactory.create()
+    signals.cache_lease.send(sender=Article, key="k", outcome="waited", waited=0.1)
+    signals.cache_lease.send(sender=Article, key="k", outcome="timeout", waited=2.0)
+    signals.cache_lease.send(sender=Article, key="k", outcome="coalesced", waited=0.0)
+    signals.cache_refresh.send(sender=Article, key="k", reason="early")
+    signals.cache_stale.send(sender=Article, key="k")
+    signals.cache_error.send(sender=type(get_backend()), operation="read", error=None)
+    Article.cached.get(pk=article.pk)
+    snapshot = stats.snapshot(window=300)
+    found = row(snapshot)
+    assert (found["lock_waits"], found["lock_timeouts"], found["coalesced"]) == (1, 1, 1)
+    assert (found["early_refreshes"], found["stale_served"]) == (1, 1)
+    assert row(snapshot, "-")["errors"] == 1
+
+
+def test_a_hit_never_waits_on_redis_for_stats() -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    with count_round_trips() as trips:
+        Article.cached.get(pk=article.pk)
+    assert trips.count == 1  # the HGET alone: counting is in memory
