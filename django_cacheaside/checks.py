@@ -118,6 +118,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="cacheaside.E008",
             )
         )
+    errors += _stats_errors(value)
     prefix = value.get("KEY_PREFIX", "")
     if not isinstance(prefix, str) or any(c in prefix for c in "{} "):
         errors.append(
@@ -125,6 +126,38 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"CACHEASIDE['KEY_PREFIX'] is {prefix!r}.",
                 hint="Use a string without spaces or braces, e.g. 'myapp-prod'.",
                 id="cacheaside.E009",
+            )
+        )
+    return errors
+
+
+def _stats_errors(value: dict[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    if not isinstance(value.get("STATS", True), bool):
+        errors.append(
+            Error(
+                f"CACHEASIDE['STATS'] is {value['STATS']!r}.",
+                hint="Use True (count hits, misses... per model) or False (count nothing).",
+                id="cacheaside.E013",
+            )
+        )
+    flush = value.get("STATS_FLUSH", DEFAULTS["STATS_FLUSH"])
+    retention = value.get("STATS_RETENTION", DEFAULTS["STATS_RETENTION"])
+    if not _positive_number(flush):
+        errors.append(
+            Error(
+                f"CACHEASIDE['STATS_FLUSH'] is {flush!r}.",
+                hint="Use a number of seconds greater than 0 between two flushes (e.g. 5).",
+                id="cacheaside.E014",
+            )
+        )
+    if not _positive_number(retention) or retention < 60:
+        errors.append(
+            Error(
+                f"CACHEASIDE['STATS_RETENTION'] is {retention!r}.",
+                hint="Use a number of seconds of at least 60 (one minute bucket); the default "
+                "keeps 7 days (604800).",
+                id="cacheaside.E015",
             )
         )
     return errors

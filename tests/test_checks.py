@@ -42,6 +42,10 @@ def test_default_settings_pass() -> None:
         ({"SERIALIZER": "no.such.Serializer"}, ["cacheaside.E008"]),
         ({"KEY_PREFIX": "has space"}, ["cacheaside.E009"]),
         ({"KEY_PREFIX": 5}, ["cacheaside.E009"]),
+        ({"STATS": "yes"}, ["cacheaside.E013"]),
+        ({"STATS_FLUSH": 0}, ["cacheaside.E014"]),
+        ({"STATS_RETENTION": 30}, ["cacheaside.E015"]),
+        ({"STATS": False, "STATS_FLUSH": 0.5, "STATS_RETENTION": 3600}, []),
     ],
 )
 def test_bad_settings_get_their_error_id(
