@@ -34,6 +34,7 @@ from django_cacheaside.backend import scripts
 from django_cacheaside.backend.counting import StatsCommands
 from django_cacheaside.backend.direct import DirectCommands
 from django_cacheaside.backend.errors import fail_open, report_error
+from django_cacheaside.backend.health import HealthCommands
 from django_cacheaside.backend.instrument import RoundTripCounter, scan_keys
 from django_cacheaside.backend.pipeline import as_bytes
 from django_cacheaside.backend.querying import QueryCommands, QueryRead
@@ -88,7 +89,7 @@ def new_stamp() -> bytes:
     return os.urandom(8)
 
 
-class Backend(TagCommands, QueryCommands, StatsCommands):
+class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
     def __init__(self, client: redis.Redis) -> None:
         pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
         if pool_kwargs.get("decode_responses"):
