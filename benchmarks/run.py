@@ -206,13 +206,27 @@ def build_benches(ctx: Context, ops: int, batch_ops: int, batch: int) -> list[Be
         row.views += 1
         row.save()
 
+    from django_cacheaside.stats import counters
+
     def warm() -> None:
+        counters.connect(True)  # stats on (the default) for every row but one
         warm_all(pks)
+
+    def warm_without_stats() -> None:
+        warm_all(pks)
+        counters.connect(False)
 
     return [
         Bench("orm get(pk)", orm_get, ops),
         Bench("redis GET 1KB", redis_get, ops),
         Bench("cached.get hit", cached_get, ops, setup=warm, baseline="orm get(pk)"),
+        Bench(
+            "cached.get hit, stats off",
+            cached_get,
+            ops,
+            setup=warm_without_stats,
+            baseline="cached.get hit",
+        ),
         Bench(
             f"cached.get_many({batch}) hit",
             cached_get_many,
@@ -222,7 +236,7 @@ def build_benches(ctx: Context, ops: int, batch_ops: int, batch: int) -> list[Be
         ),
         Bench(f"orm in_bulk({batch})", orm_in_bulk, batch_ops),
         Bench("save() plain", save_plain, ops),
-        Bench("save() cached", save_cached, ops, baseline="save() plain"),
+        Bench("save() cached", save_cached, ops, setup=warm, baseline="save() plain"),
     ]
 
 
@@ -243,6 +257,7 @@ def ratio_specs(batch: int) -> list[RatioSpec]:
         RatioSpec("cached.get hit / orm get", "cached.get hit", "orm get(pk)", 7.0, "postgresql"),
         RatioSpec("cached.get hit / redis GET", "cached.get hit", "redis GET 1KB", 0.7),
         RatioSpec("save cached / save plain", "save() cached", "save() plain", 0.75),
+        RatioSpec("hit, stats on / stats off", "cached.get hit", "cached.get hit, stats off", 0.95),
         RatioSpec(
             f"get_many({batch}) / in_bulk({batch})",
             f"cached.get_many({batch}) hit",

@@ -33,14 +33,81 @@ Every signal is sent with ``sender`` set to the model class (``cache_error``: th
 
 from __future__ import annotations
 
-from django.dispatch import Signal
+import weakref
+from typing import Any
 
-cache_hit = Signal(use_caching=True)
-cache_miss = Signal(use_caching=True)
-cache_fill = Signal(use_caching=True)
-cache_bypass = Signal(use_caching=True)
-cache_lease = Signal(use_caching=True)
-cache_refresh = Signal(use_caching=True)
-cache_stale = Signal(use_caching=True)
-cache_invalidate = Signal(use_caching=True)
-cache_error = Signal(use_caching=True)
+from django.dispatch import Signal
+from django.dispatch.dispatcher import NONE_ID, _make_id  # type: ignore[attr-defined]
+
+_ASYNC: Any = object()  # a sender with an async receiver: Django's own send() handles it
+
+
+class CacheSignal(Signal):
+    """A ``Signal`` whose ``send()`` is cheap enough for every cache hit.
+
+    Django's ``send()`` resolves the receivers of a sender on every call (dereferencing weak
+    references, sorting sync from async): about 3 µs with one receiver, a few percent of a hit.
+    This one keeps, per sender, the list of receivers (weak references stay weak) until a receiver
+    is connected, disconnected or garbage-collected. Semantics are Django's; async receivers make
+    ``send()`` fall back to Django's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(use_caching=True)
+        self._resolved: dict[Any, Any] = {}
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        super().connect(*args, **kwargs)
+        self._resolved.clear()
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> bool:
+        disconnected = super().disconnect(*args, **kwargs)
+        self._resolved.clear()
+        return disconnected
+
+    def _remove_receiver(self, receiver: Any = None) -> None:
+        super()._remove_receiver(receiver)  # type: ignore[misc]
+        self._resolved.clear()
+
+    def _resolve(self, sender: Any) -> Any:
+        with self.lock:
+            self._clear_dead_receivers()  # type: ignore[attr-defined]
+            sender_key = _make_id(sender)
+            resolved = []
+            for entry in self.receivers:
+                (_receiver_key, receiver_sender), receiver = entry[0], entry[1]
+                if receiver_sender != NONE_ID and receiver_sender != sender_key:
+                    continue
+                if len(entry) > 2 and entry[2]:  # is_async (Django 5+)
+                    resolved = _ASYNC
+                    break
+                resolved.append((receiver, isinstance(receiver, weakref.ReferenceType)))
+            result = resolved if resolved is _ASYNC else tuple(resolved)
+            self._resolved[sender] = result
+            return result
+
+    def send(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        receivers = self._resolved.get(sender)
+        if receivers is None:
+            receivers = self._resolve(sender)
+        if receivers is _ASYNC:
+            return super().send(sender, **named)
+        responses = []
+        for receiver, weak in receivers:
+            if weak:
+                receiver = receiver()
+                if receiver is None:
+                    continue
+            responses.append((receiver, receiver(signal=self, sender=sender, **named)))
+        return responses
+
+
+cache_hit = CacheSignal()
+cache_miss = CacheSignal()
+cache_fill = CacheSignal()
+cache_bypass = CacheSignal()
+cache_lease = CacheSignal()
+cache_refresh = CacheSignal()
+cache_stale = CacheSignal()
+cache_invalidate = CacheSignal()
+cache_error = CacheSignal()

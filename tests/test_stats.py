@@ -159,3 +159,34 @@ def test_a_hit_never_waits_on_redis_for_stats() -> None:
     with count_round_trips() as trips:
         Article.cached.get(pk=article.pk)
     assert trips.count == 1  # the HGET alone: counting is in memory
+
+
+def test_threads_counting_at_once_lose_nothing() -> None:
+    import threading
+
+    threads = [
+        threading.Thread(
+            target=lambda: [counters.buffer.count(Article, "hits") for _ in range(5000)]
+        )
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert row(stats.snapshot(window=300))["hits"] == 8 * 5000
+
+
+def test_a_new_schema_stamp_gets_rows_of_its_own(settings: Any) -> None:
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    old_schema = Article.cached.schema
+    settings.CACHEASIDE = {
+        **settings.CACHEASIDE,
+        "SERIALIZER": "django_cacheaside.serializers.pickle.PickleSerializer",
+    }
+    assert Article.cached.schema != old_schema  # another entry format: another key format
+    Article.cached.get(pk=article.pk)  # a miss under the new stamp
+    rows = {r.schema: r for r in stats.snapshot(window=300).model(LABEL)}
+    assert rows[old_schema]["misses"] == 1
+    assert rows[Article.cached.schema]["misses"] == 1

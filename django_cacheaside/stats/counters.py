@@ -8,12 +8,12 @@ listener and cost what they cost without stats.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import defaultdict
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
 
 from django_cacheaside import registry, signals
 from django_cacheaside.conf import app_settings
@@ -27,50 +27,90 @@ Counts = dict[tuple[str, str, str], int]
 
 
 class Buffer:
-    """Counts since the last flush, per ``(label, schema, counter)``."""
+    """Counts since the last flush, per ``(label, schema, counter)``.
+
+    A count of one (a hit, a miss) is ``next()`` of an ``itertools.count`` per field: one C call
+    the GIL makes atomic, no lock. Amounts (load times) and counts given back by a failed flush go
+    to a dict under a lock. :meth:`take` reads each tally and keeps where it stopped.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-        self._models: dict[type[models.Model], tuple[str, str, int]] = {}
+        self._amounts: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self._tallies: dict[tuple[str, str, str], itertools.count[int]] = {}
+        self._taken: dict[tuple[str, str, str], int] = {}
+        # model -> counter -> its tally; rebuilt when the settings change (schema stamps may).
+        self._by_model: dict[Any, dict[str, itertools.count[int]]] = {}
+        self._generation = -1
+        self.running = False  # whether this process's flusher was started
 
     def where(self, model: Any) -> tuple[str, str]:
-        """``(label, schema)`` of a model, remembered until the settings change."""
-        known = self._models.get(model)
-        if known is not None and known[2] == app_settings.generation:
-            return known[0], known[1]
+        """``(label, schema)`` of a model (``("-", "")`` for none or an uncached one)."""
         manager = registry.manager_for(model) if model is not None else None
         if manager is None:
             return ANY_MODEL, ""
-        label = f"{model._meta.app_label}.{model._meta.object_name}"
-        self._models[model] = (label, manager.schema, app_settings.generation)
-        return label, manager.schema
+        return f"{model._meta.app_label}.{model._meta.object_name}", manager.schema
+
+    def _tally(self, model: Any, name: str) -> itertools.count[int]:
+        if self._generation != app_settings.generation:
+            self._by_model = {}
+            self._generation = app_settings.generation
+        field = (*self.where(model), name)
+        with self._lock:
+            tally = self._tallies.setdefault(field, itertools.count(1))
+        self._by_model.setdefault(model, {})[name] = tally
+        return tally
+
+    def count(self, model: Any, name: str) -> None:
+        """Add one: the hot path (a comparison, two dict lookups and a C call)."""
+        tally = None
+        if self._generation == app_settings.generation:
+            tally = self._by_model.get(model, {}).get(name)
+        if tally is None:
+            tally = self._tally(model, name)
+        next(tally)
+        if not self.running:
+            self.started()
 
     def add(self, model: Any, name: str, amount: int = 1) -> None:
-        label, schema = self.where(model)
+        field = (*self.where(model), name)
         with self._lock:
-            first = not self._counts
-            self._counts[(label, schema, name)] += amount
-        if first:
+            self._amounts[field] += amount
+        if not self.running:
             self.started()
 
     def started(self) -> None:
-        """Called when counts arrive in an empty buffer: the flusher makes sure it runs."""
+        """The first count of this process: make sure its flusher runs."""
         from django_cacheaside.stats.flusher import ensure_running
 
+        self.running = True
         ensure_running()
 
     def take(self) -> Counts:
-        """The counts so far, and start again from zero."""
+        """The counts since the last ``take()``."""
         with self._lock:
-            counts, self._counts = self._counts, defaultdict(int)
-        return dict(counts)
+            counts: Counts = dict(self._amounts)
+            self._amounts = defaultdict(int)
+            for field, tally in self._tallies.items():
+                reached = int(repr(tally)[6:-1]) - 1  # "count(N)": N - 1 counted so far
+                fresh = reached - self._taken.get(field, 0)
+                if fresh:
+                    self._taken[field] = reached
+                    counts[field] = counts.get(field, 0) + fresh
+        return counts
 
     def give_back(self, counts: Counts) -> None:
         """Counts a flush could not write: they go out with the next one."""
         with self._lock:
             for field, amount in counts.items():
-                self._counts[field] += amount
+                self._amounts[field] += amount
+
+    def forget(self) -> None:
+        """Drop every count (a forked child: its parent writes them) and the flusher flag."""
+        with self._lock:
+            self._amounts = defaultdict(int)
+            self._taken = {f: int(repr(t)[6:-1]) - 1 for f, t in self._tallies.items()}
+        self.running = False
 
 
 buffer = Buffer()
@@ -81,26 +121,20 @@ def _query(key: str) -> bool:
 
 
 def on_hit(sender: Any, key: str, negative: bool = False, **kwargs: Any) -> None:
-    buffer.add(sender, "query_hits" if _query(key) else "negative_hits" if negative else "hits")
+    buffer.count(sender, "query_hits" if _query(key) else "negative_hits" if negative else "hits")
 
 
 def on_miss(sender: Any, key: str, **kwargs: Any) -> None:
-    buffer.add(sender, "query_misses" if _query(key) else "misses")
+    buffer.count(sender, "query_misses" if _query(key) else "misses")
 
 
 def on_fill(sender: Any, written: bool, duration: float, **kwargs: Any) -> None:
-    label, schema = buffer.where(sender)
     ms = duration * 1000
     bucket = next((f"load_le_{b}" for b in LOAD_BUCKETS_MS if ms <= b), "load_gt_5000")
-    with buffer._lock:
-        counts = buffer._counts
-        first = not counts
-        counts[(label, schema, "fills" if written else "fills_refused")] += 1
-        counts[(label, schema, "load_count")] += 1
-        counts[(label, schema, "load_us")] += int(duration * 1_000_000)
-        counts[(label, schema, bucket)] += 1
-    if first:
-        buffer.started()
+    buffer.count(sender, "fills" if written else "fills_refused")
+    buffer.count(sender, "load_count")
+    buffer.add(sender, "load_us", int(duration * 1_000_000))
+    buffer.count(sender, bucket)
 
 
 _LEASE_COUNTERS = {"waited": "lock_waits", "timeout": "lock_timeouts", "coalesced": "coalesced"}
@@ -109,23 +143,23 @@ _LEASE_COUNTERS = {"waited": "lock_waits", "timeout": "lock_timeouts", "coalesce
 def on_lease(sender: Any, outcome: str, **kwargs: Any) -> None:
     name = _LEASE_COUNTERS.get(outcome)
     if name is not None:
-        buffer.add(sender, name)
+        buffer.count(sender, name)
 
 
 def on_refresh(sender: Any, reason: str, **kwargs: Any) -> None:
-    buffer.add(sender, "early_refreshes" if reason == "early" else "stale_refreshes")
+    buffer.count(sender, "early_refreshes" if reason == "early" else "stale_refreshes")
 
 
 def on_stale(sender: Any, **kwargs: Any) -> None:
-    buffer.add(sender, "stale_served")
+    buffer.count(sender, "stale_served")
 
 
 def on_invalidate(sender: Any, cause: str, **kwargs: Any) -> None:
-    buffer.add(sender, f"invalidations_{cause}")
+    buffer.count(sender, f"invalidations_{cause}")
 
 
 def on_error(sender: Any, operation: str, **kwargs: Any) -> None:
-    buffer.add(None, "errors")
+    buffer.count(None, "errors")
 
 
 RECEIVERS = (
@@ -140,15 +174,16 @@ RECEIVERS = (
 )
 
 
-def connect() -> None:
-    """Connect the receivers if ``STATS`` is on, disconnect them if it is off (idempotent)."""
+def connect(enabled: bool | None = None) -> None:
+    """Connect the receivers if ``enabled`` (default: the ``STATS`` setting), else disconnect them
+    (idempotent)."""
     try:
-        on = bool(app_settings.STATS)
+        on = bool(app_settings.STATS) if enabled is None else enabled
     except ImproperlyConfigured:
         return  # the settings are broken: the checks report them, the receivers stay as they were
     for signal, receiver in RECEIVERS:
         uid = f"django_cacheaside.stats.{receiver.__name__}"
         if on:
-            signal.connect(receiver, dispatch_uid=uid)
+            signal.connect(receiver, dispatch_uid=uid, weak=False)
         else:
             signal.disconnect(dispatch_uid=uid)

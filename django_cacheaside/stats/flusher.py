@@ -69,7 +69,7 @@ def _after_fork_in_child() -> None:
     # The parent's thread does not exist here, and its unflushed counts are the parent's to write.
     global _thread
     _thread = None
-    buffer.take()
+    buffer.forget()
 
 
 def _at_exit() -> None:
