@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,10 @@ COUNTERS = (
     "stale_served", "errors", "load_count", "load_us",
 )  # fmt: skip
 CAUSES = ("save", "delete", "bulk", "tag", "manual", "model")
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isinf(value) else value
 
 
 @dataclass
@@ -76,8 +81,10 @@ class ModelStats:
                 if name not in ("hits", "negative_hits", "misses")
             },
             "invalidations": self.invalidations,
-            "load_ms_p50": self.load_percentile(0.5),
-            "load_ms_p95": self.load_percentile(0.95),
+            # JSON has no infinity: a quantile past the last bucket (> 5 s) is None, as is "no
+            # loads" (tell them apart with load_count).
+            "load_ms_p50": _finite(self.load_percentile(0.5)),
+            "load_ms_p95": _finite(self.load_percentile(0.95)),
         }
 
 
@@ -127,9 +134,13 @@ def snapshot(window: int = 3600, models: list[str] | None = None) -> Snapshot:
 
 
 def reset() -> int:
-    """Drop every stats bucket of this ``KEY_PREFIX`` (and this process's unflushed counts)."""
+    """Drop every stats bucket of this ``KEY_PREFIX`` (and this process's unflushed counts);
+    answers how many. Raises ``BackendError`` if Redis cannot be reached."""
     from django_cacheaside.stats.counters import buffer
 
     buffer.take()
     namespace = keys.namespace(app_settings.KEY_PREFIX)
-    return get_backend().delete_buckets(keys.glob_escape(f"{namespace}stats:{{") + "*")
+    dropped = get_backend().delete_buckets(keys.glob_escape(f"{namespace}stats:{{") + "*")
+    if dropped is None:
+        raise BackendError("Redis could not be reached to reset the stats")
+    return dropped
