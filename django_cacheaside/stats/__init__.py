@@ -1,5 +1,5 @@
 """Hit-rate stats: counted in-process from the app's signals, flushed to per-minute buckets in
-Redis, read back by :func:`snapshot` (used by ``manage.py cachestats`` and the admin page).
+Redis, read back by :func:`snapshot` (used by ``manage.py cachestats``).
 
 ``CACHEASIDE["STATS"] = False`` connects no receiver: the read path then pays nothing for stats.
 """
