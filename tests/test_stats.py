@@ -164,12 +164,11 @@ def test_a_hit_never_waits_on_redis_for_stats() -> None:
 def test_threads_counting_at_once_lose_nothing() -> None:
     import threading
 
-    threads = [
-        threading.Thread(
-            target=lambda: [counters.buffer.count(Article, "hits") for _ in range(5000)]
-        )
-        for _ in range(8)
-    ]
+    def hits() -> None:
+        for _ in range(5000):
+            counters.buffer.count(Article, "hits")
+
+    threads = [threading.Thread(target=hits) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
