@@ -13,8 +13,12 @@ RUN_PREFIX = f"cacheaside-test-{uuid.uuid4().hex[:12]}"
 # test's prefix); tests flush explicitly.
 CACHEASIDE = {"KEY_PREFIX": RUN_PREFIX, "MODELS": {"auth.User": {"ttl": 600}}, "STATS_FLUSH": 3600}
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
     "django_cacheaside",
     "tests.testapp",
 ]
@@ -22,3 +26,26 @@ SECRET_KEY = "tests"
 USE_TZ = True
 TIME_ZONE = "Europe/Paris"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The admin (the "Cache statistics" page, tests/test_admin.py).
+ROOT_URLCONF = "tests.urls"
+STATIC_URL = "/static/"
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
