@@ -39,6 +39,9 @@ class Buffer:
         self._amounts: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self._tallies: dict[tuple[str, str, str], itertools.count[int]] = {}
         self._taken: dict[tuple[str, str, str], int] = {}
+        # Totals since this process started (or forked), for Prometheus: tallies never go back.
+        self._base: dict[tuple[str, str, str], int] = {}
+        self._amount_totals: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         # model -> counter -> its tally; rebuilt when the settings change (schema stamps may).
         self._by_model: dict[Any, dict[str, itertools.count[int]]] = {}
         self._generation = -1
@@ -76,6 +79,7 @@ class Buffer:
         field = (*self.where(model), name)
         with self._lock:
             self._amounts[field] += amount
+            self._amount_totals[field] += amount
         if not self.running:
             self.started()
 
@@ -92,7 +96,7 @@ class Buffer:
             counts: Counts = dict(self._amounts)
             self._amounts = defaultdict(int)
             for field, tally in self._tallies.items():
-                reached = int(repr(tally)[6:-1]) - 1  # "count(N)": N - 1 counted so far
+                reached = _reached(tally)
                 fresh = reached - self._taken.get(field, 0)
                 if fresh:
                     self._taken[field] = reached
@@ -109,8 +113,25 @@ class Buffer:
         """Drop every count (a forked child: its parent writes them) and the flusher flag."""
         with self._lock:
             self._amounts = defaultdict(int)
-            self._taken = {f: int(repr(t)[6:-1]) - 1 for f, t in self._tallies.items()}
+            self._amount_totals = defaultdict(int)
+            self._taken = {f: _reached(t) for f, t in self._tallies.items()}
+            self._base = dict(self._taken)
         self.running = False
+
+    def totals(self) -> Counts:
+        """Every count of this process since it started (or was forked), flushed or not."""
+        with self._lock:
+            totals: Counts = dict(self._amount_totals)
+            for field, tally in self._tallies.items():
+                total = _reached(tally) - self._base.get(field, 0)
+                if total:
+                    totals[field] = totals.get(field, 0) + total
+        return totals
+
+
+def _reached(tally: itertools.count[int]) -> int:
+    """How many times ``next()`` was called on a tally started at 1 (its repr is "count(N)")."""
+    return int(repr(tally)[6:-1]) - 1
 
 
 buffer = Buffer()
