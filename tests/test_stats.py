@@ -189,3 +189,42 @@ def test_a_new_schema_stamp_gets_rows_of_its_own(settings: Any) -> None:
     rows = {r.schema: r for r in stats.snapshot(window=300).model(LABEL)}
     assert rows[old_schema]["misses"] == 1
     assert rows[Article.cached.schema]["misses"] == 1
+
+
+CHILD = """
+import sys
+import django
+from django.conf import settings
+
+settings.configure(
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": sys.argv[1]}},
+    CACHEASIDE={"KEY_PREFIX": sys.argv[2], "STATS_FLUSH": 3600},
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django_cacheaside",
+                    "tests.testapp"],
+    DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+)
+django.setup()
+from django_cacheaside import signals
+from tests.testapp.models import Article
+
+for _ in range(3):
+    signals.cache_hit.send(sender=Article, key="k", negative=False)
+# No flush here: the exit hook must write the counts.
+"""
+
+
+def test_a_process_flushes_its_counts_when_it_exits(settings: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    redis_url = settings.CACHES["default"]["LOCATION"]
+    prefix = settings.CACHEASIDE["KEY_PREFIX"]
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, redis_url, prefix],
+        cwd=root, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert row(stats.snapshot(window=300))["hits"] == 3
