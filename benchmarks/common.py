@@ -143,6 +143,18 @@ def delete_run_keys() -> int:
     return deleted
 
 
+def clean_up() -> None:
+    """Remove what the run created: its keys, then its tables, then the embedded Redis (each
+    step runs even if the one before failed)."""
+    try:
+        delete_run_keys()
+    finally:
+        try:
+            drop_tables()  # only the tables of this run that exist
+        finally:
+            stop_embedded_redis()
+
+
 def base_environment(redis_url: str) -> dict[str, Any]:
     """What was measured on: versions of everything in the path, the library's state, the machine."""
     import django

@@ -27,12 +27,10 @@ from typing import Any
 from common import (
     RUN_ID,
     base_environment,
+    clean_up,
     configure_django,
     create_tables,
-    delete_run_keys,
-    drop_tables,
     print_environment,
-    stop_embedded_redis,
 )
 
 
@@ -168,13 +166,7 @@ def main(argv: Sequence[str]) -> int:
             print(f"  {name:<52} {median * 1000:>10.1f} {median / count * 1e6:>11.2f} {versus:>16}")
         return 0
     finally:
-        try:
-            delete_run_keys()
-        finally:
-            try:
-                drop_tables()
-            finally:
-                stop_embedded_redis()
+        clean_up()
 
 
 if __name__ == "__main__":

@@ -27,12 +27,10 @@ from common import (
     HERE,
     RUN_ID,
     base_environment,
+    clean_up,
     configure_django,
     create_tables,
-    delete_run_keys,
-    drop_tables,
     print_environment,
-    stop_embedded_redis,
 )
 
 # benchmarks/run.py, by path: "run" on sys.path is the repository's own run.py.
@@ -186,13 +184,7 @@ def main(argv: Sequence[str]) -> int:
         print_table(benches, env)
         return 0
     finally:
-        try:
-            delete_run_keys()
-        finally:
-            try:
-                drop_tables()
-            finally:
-                stop_embedded_redis()
+        clean_up()
 
 
 if __name__ == "__main__":

@@ -39,13 +39,11 @@ from common import (
     KEY_PREFIX,
     RUN_ID,
     base_environment,
+    clean_up,
     configure_django,
     create_tables,
-    delete_run_keys,
-    drop_tables,
     print_environment,
     progress,
-    stop_embedded_redis,
 )
 
 RAW_KEY = f"{KEY_PREFIX}:raw:1k"
@@ -744,13 +742,7 @@ def main(argv: Sequence[str]) -> int:
             print_table(benches, ratios, env)
         return 0
     finally:
-        try:
-            delete_run_keys()
-        finally:
-            try:
-                drop_tables()  # only the tables of this run that exist
-            finally:
-                stop_embedded_redis()
+        clean_up()
 
 
 if __name__ == "__main__":

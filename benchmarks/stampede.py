@@ -47,13 +47,11 @@ from common import (
     KEY_PREFIX,
     RUN_ID,
     base_environment,
+    clean_up,
     configure_django,
     create_tables,
-    delete_run_keys,
-    drop_tables,
     print_environment,
     progress,
-    stop_embedded_redis,
 )
 
 TITLE = "hot row of the stampede"
@@ -660,15 +658,9 @@ def main(argv: Sequence[str]) -> int:
     finally:
         signals.cache_lease.disconnect(outcomes)
         try:
-            delete_run_keys()
+            clean_up()
         finally:
-            try:
-                drop_tables()
-            finally:
-                try:
-                    stop_embedded_redis()
-                finally:
-                    shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
