@@ -45,7 +45,7 @@ def deliver(operations: Sequence[Operation]) -> int:
         deleted += len(members)
     for op in operations:
         if op[0] == "SCAN":
-            deleted += backend.delete_matching(op[1])
+            deleted += backend.delete_matching(op[1]) or 0
     return deleted
 
 

@@ -230,10 +230,11 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
         self._run_pipeline(commands)
         return True
 
-    @fail_open(default=0)
-    def delete_matching(self, pattern: str, batch: int = 1000) -> int:
+    @fail_open(default=None)
+    def delete_matching(self, pattern: str, batch: int = 1000) -> int | None:
         """Delete every key matching ``pattern`` except refill leases, found by ``SCAN`` (never
-        ``KEYS``) ``batch`` at a time; one ``DEL`` round trip per batch found. Answers the count."""
+        ``KEYS``) ``batch`` at a time; one ``DEL`` round trip per batch found. Answers the count,
+        or ``None`` if Redis failed."""
         deleted = 0
         cursor = 0
         while True:

@@ -34,12 +34,3 @@ class StatsCommands(Commands):
                 items = list(zip(reply[::2], reply[1::2], strict=True))
             result.append({bytes(f).decode(): int(v) for f, v in items})
         return result
-
-    @fail_open(default=None)
-    def delete_buckets(self, pattern: str) -> int | None:
-        """Drop every stats bucket matching ``pattern`` (found by ``SCAN``); ``None`` if Redis
-        failed."""
-        deleted = 0
-        for key in self.client.scan_iter(match=pattern, count=1000):
-            deleted += int(self.client.delete(key))
-        return deleted

@@ -140,7 +140,7 @@ def reset() -> int:
 
     buffer.take()
     namespace = keys.namespace(app_settings.KEY_PREFIX)
-    dropped = get_backend().delete_buckets(keys.glob_escape(f"{namespace}stats:{{") + "*")
+    dropped = get_backend().delete_matching(keys.glob_escape(f"{namespace}stats:{{") + "*")
     if dropped is None:
         raise BackendError("Redis could not be reached to reset the stats")
     return dropped
