@@ -42,6 +42,21 @@ DEFAULTS: dict[str, Any] = {
     "MANAGER_NAME": "cached",
     # Seconds between two "Redis is failing" warnings in the log.
     "ERROR_LOG_INTERVAL": 60,
+    # Seconds to wait for a reply / for a new connection before answering from the database.
+    # Applied to the app's own connections to a plain Redis (None: keep the client's own setting).
+    "SOCKET_TIMEOUT": 0.25,
+    "SOCKET_CONNECT_TIMEOUT": 0.25,
+    # Consecutive Redis failures (refused, timed out, reset, garbage) that open the circuit
+    # breaker: while it is open the app does not call Redis at all.
+    "BREAKER_THRESHOLD": 5,
+    # Seconds the breaker stays open before a background probe asks Redis again (also the longest
+    # wait between two replays of lost invalidations).
+    "BREAKER_COOLDOWN": 5,
+    # Invalidations a process keeps while Redis cannot be reached, to replay when it answers again.
+    # Past this many, the models they touch are purged (by SCAN) on recovery instead.
+    "REPLAY_LIMIT": 10_000,
+    # Sign every entry with a MAC keyed from SECRET_KEY: entries not written by the app are misses.
+    "SIGN_ENTRIES": False,
     # Count hits, misses, fills... per model (django_cacheaside.stats). False: no counting at all.
     "STATS": True,
     # Seconds between two flushes of a process's counters to Redis (and one at exit).
