@@ -153,7 +153,11 @@ class FaultProxy:
         )
         self._thread.start()
         ready.wait()
-        self._call(self._listen())
+        try:
+            self._call(self._listen())
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Abort every connection, stop listening, end the loop thread and close the loop."""

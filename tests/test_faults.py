@@ -315,6 +315,17 @@ def test_a_server_without_persistence_forgets_on_a_crash(
     assert client.get("survivor") is None
 
 
+def test_a_server_takes_its_memory_policy_and_extra_options(
+    private_redis: ServerFactory,  # noqa: F811
+) -> None:
+    server = private_redis(maxmemory="2mb", policy="noeviction", extra=["--maxmemory-samples", "7"])
+    config = server.client().config_get("maxmemory*")
+    assert config["maxmemory"] == str(2 * 1024 * 1024)
+    assert config["maxmemory-policy"] == "noeviction"
+    assert config["maxmemory-samples"] == "7"
+    assert server.client().config_get("appendonly")["appendonly"] == "no"
+
+
 def test_the_proxy_faults_as_redis_py_sees_them(
     private_redis: ServerFactory,  # noqa: F811
 ) -> None:
