@@ -204,3 +204,17 @@ class Sku(models.Model):
 
     objects = models.Manager()
     cached = CacheAsideManager()
+
+
+# -- consistency under concurrency, restarts and eviction (issue 6) -----------------------------
+
+
+class Ledger(models.Model):
+    """Rows whose version only goes up: the history checker's model (tests/history.py)."""
+
+    code = models.CharField(max_length=20, unique=True)  # a unique lookup: pointer, then object
+    version = models.PositiveIntegerField(default=0)
+    payload = models.CharField(max_length=200, blank=True)
+
+    objects = models.Manager()
+    cached = CacheAsideManager()
