@@ -12,13 +12,16 @@ class CacheAsideConfig(AppConfig):
 
     def ready(self) -> None:
         # Wiring only: no Redis connection, no database query.
-        from django_cacheaside import conf, receivers, registry, writes
+        from django_cacheaside import conf, receivers, registry, signing, writes
         from django_cacheaside.checks import check_managers, check_settings
 
         checks.register(check_settings, "cacheaside")
         checks.register(check_managers, "cacheaside")
         setting_changed.connect(
             conf.reload_on_setting_changed, dispatch_uid="django_cacheaside.conf.reload"
+        )
+        setting_changed.connect(
+            signing.reload_on_secret_key_changed, dispatch_uid="django_cacheaside.signing.reload"
         )
         registry.register_from_settings()
         registry.bind_inherited()

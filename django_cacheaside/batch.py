@@ -55,7 +55,7 @@ def _wait(
             [waiting[pk] for pk in pks], manager._ttl_ms(), leases=[leases[pk] for pk in pks]
         )
         for pk, read in zip(pks, again, strict=True):
-            obj = manager._decode(db, waiting[pk], read.entry)
+            obj = manager._decode(db, waiting[pk], read.entry, pk)
             if obj is not None:
                 if obj is not NOT_FOUND:
                     found[pk] = obj
@@ -86,7 +86,7 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
     waiting: dict[Any, str] = {}
     absent: list[Any] = []
     for pk, entry in zip(wanted, entries, strict=True):
-        obj = manager._decode(db, key_of[pk], entry)
+        obj = manager._decode(db, key_of[pk], entry, pk)
         if obj is not None:
             if isinstance(obj, model):  # type: ignore[arg-type]
                 found[pk] = obj
@@ -101,7 +101,7 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
             [key_of[pk] for pk in absent], manager._ttl_ms(), leases=[leases[pk] for pk in absent]
         )
         for pk, read in zip(absent, begun, strict=True):
-            obj = manager._decode(db, key_of[pk], read.entry)  # filled meanwhile
+            obj = manager._decode(db, key_of[pk], read.entry, pk)  # filled meanwhile
             if obj is not None:
                 if isinstance(obj, model):  # type: ignore[arg-type]
                     found[pk] = obj
@@ -153,7 +153,7 @@ def _load_and_fill(
         obj = loaded.get(pk, NOT_FOUND)
         if obj is not NOT_FOUND:
             found[pk] = obj
-        prepared = prepare(manager, obj, duration) if read.stamp is not None else None
+        prepared = prepare(manager, obj, duration, key_of[pk]) if read.stamp is not None else None
         if prepared is not None and read.stamp is not None:
             fills.append((key_of[pk], read.stamp, prepared[0], prepared[1], read.lease))
             objects[key_of[pk]] = obj

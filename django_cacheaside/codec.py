@@ -23,9 +23,12 @@ from django.db.models.signals import post_init, pre_init
 from django_cacheaside import entries, keys
 from django_cacheaside.exceptions import CorruptEntry
 from django_cacheaside.serializers.base import BaseSerializer
+from django_cacheaside.signing import Signer
 
 # What a decoded entry can be besides an instance or a pointer.
 NOT_FOUND: Final = object()
+# decode()'s pk when the entry was not read for a primary key (a unique-lookup pointer).
+ANY_PK: Final = object()
 
 # Descriptors whose __set__ on a new instance amounts to writing __dict__ (or that have none).
 _PLAIN_DESCRIPTORS = frozenset(
@@ -48,26 +51,52 @@ def _builds_plainly(model: type[models.Model], attnames: tuple[str, ...]) -> boo
 
 
 class Codec:
+    """Unsigned entries. :class:`SignedCodec` adds a MAC (``SIGN_ENTRIES``).
+
+    ``key`` arguments name the Redis key the entry is written to or was read from; only the signed
+    codec uses them. ``pk``, when given to :meth:`decode`, is the primary key that was asked for: a
+    row entry holding another pk (an entry copied under the wrong key) is corrupt.
+    """
+
+    signed = False
+
     def __init__(self, model: type[models.Model], serializer: BaseSerializer) -> None:
         self.model = model
         self.serializer = serializer
         self.attnames = tuple(f.attname for f in model._meta.concrete_fields)
         self._values: Callable[[models.Model], Any] = operator.attrgetter(*self.attnames)
+        self._pk_index = self.attnames.index(model._meta.pk.attname)
         self.schema = keys.schema_stamp(model, serializer.format_version)
-        self.prefix = entries.header(self.schema)
+        self.prefix = entries.header(self.schema, self.signed)
         self._plain = _builds_plainly(model, self.attnames)
 
-    def encode_row(self, obj: models.Model, timing: tuple[int, float] = (0, 0.0)) -> bytes:
+    def seal(self, key: str, entry: bytes) -> bytes:
+        """The bytes to store for ``entry`` under ``key``."""
+        return entry
+
+    def encode_row(
+        self, obj: models.Model, timing: tuple[int, float] = (0, 0.0), key: str = ""
+    ) -> bytes:
         values = self._values(obj)
         if len(self.attnames) == 1:
             values = (values,)
-        return entries.encode(self.prefix, entries.ROW, self.serializer.dumps(values), timing)
+        payload = self.serializer.dumps(values)
+        return self.seal(key, entries.encode(self.prefix, entries.ROW, payload, timing))
 
-    def encode_missing(self, timing: tuple[int, float] = (0, 0.0)) -> bytes:
-        return entries.encode(self.prefix, entries.MISSING, b"", timing)
+    def encode_missing(self, timing: tuple[int, float] = (0, 0.0), key: str = "") -> bytes:
+        return self.seal(key, entries.encode(self.prefix, entries.MISSING, b"", timing))
 
-    def encode_pointer(self, pk: Any, timing: tuple[int, float] = (0, 0.0)) -> bytes:
-        return entries.encode(self.prefix, entries.POINTER, self.serializer.dumps([pk]), timing)
+    def encode_pointer(self, pk: Any, timing: tuple[int, float] = (0, 0.0), key: str = "") -> bytes:
+        payload = self.serializer.dumps([pk])
+        return self.seal(key, entries.encode(self.prefix, entries.POINTER, payload, timing))
+
+    def encode_query(self, key: str, values: list[Any]) -> bytes:
+        """A cached query's result (pks, or ``[count]``, ``[exists]``): the bare payload."""
+        return self.seal(key, self.serializer.dumps(values))
+
+    def decode_query(self, key: str, entry: bytes) -> list[Any]:
+        """Raises ``CorruptEntry`` for bytes that are not a query result written under ``key``."""
+        return self.serializer.loads(entry)
 
     def instance(self, db: str, values: list[Any]) -> models.Model:
         model = self.model
@@ -84,7 +113,7 @@ class Codec:
             return obj
         return model.from_db(db, self.attnames, values)
 
-    def decode(self, db: str, entry: bytes) -> Any:
+    def decode(self, db: str, entry: bytes, key: str = "", pk: Any = ANY_PK) -> Any:
         """An instance, ``NOT_FOUND``, a pointer's pk wrapped in a tuple, or ``None`` (unusable)."""
         parts = entries.split(entry, self.prefix)
         if parts is None:
@@ -93,8 +122,42 @@ class Codec:
         if kind == entries.MISSING:
             return NOT_FOUND
         values = self.serializer.loads(payload)
-        if kind == entries.POINTER and len(values) == 1:
-            return (values[0],)
+        if kind == entries.POINTER and len(values) == 1 and pk is ANY_PK:
+            return (values[0],)  # read under a lookup key; under an object's key it is corrupt
         if kind == entries.ROW and len(values) == len(self.attnames):
+            if pk is not ANY_PK and values[self._pk_index] != pk:
+                raise CorruptEntry(f"entry of pk {values[self._pk_index]!r} read for pk {pk!r}")
             return self.instance(db, values)
         raise CorruptEntry(f"entry of kind {kind!r} with {len(values)} values")
+
+
+class SignedCodec(Codec):
+    """Entries that end with a MAC of their key and bytes; one that does not verify is never
+    decoded (so not unpickled either)."""
+
+    signed = True
+
+    def __init__(
+        self, model: type[models.Model], serializer: BaseSerializer, signer: Signer
+    ) -> None:
+        super().__init__(model, serializer)
+        self._signer = signer
+
+    def seal(self, key: str, entry: bytes) -> bytes:
+        if not key:
+            raise ValueError("a signed entry needs the name of the key it is written to")
+        return self._signer.sign(key, entry)
+
+    def _open(self, key: str, entry: bytes) -> bytes:
+        data = self._signer.open(key, entry)
+        if data is None:
+            raise CorruptEntry("entry signature does not verify (not written by this app here)")
+        return data
+
+    def decode_query(self, key: str, entry: bytes) -> list[Any]:
+        return self.serializer.loads(self._open(key, entry))
+
+    def decode(self, db: str, entry: bytes, key: str = "", pk: Any = ANY_PK) -> Any:
+        if not entry.startswith(self.prefix):
+            return None  # unsigned, or another schema: a miss, as for the unsigned codec
+        return super().decode(db, self._open(key, entry), key, pk)

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 
 def prepare(
-    manager: CacheAsideManager[Any], obj: Any, duration: float, pointer: bool = False
+    manager: CacheAsideManager[Any], obj: Any, duration: float, key: str, pointer: bool = False
 ) -> tuple[bytes, int] | None:
-    """``(entry, key TTL in ms)`` for a loaded row (or ``NOT_FOUND``); ``None`` if uncacheable.
+    """``(entry, key TTL in ms)`` for a loaded row (or ``NOT_FOUND``) to be written under ``key``;
+    ``None`` if uncacheable.
 
     The entry is fresh for the jittered TTL; the key lives ``stale_ttl`` longer for rows.
     """
@@ -33,11 +34,11 @@ def prepare(
     codec = manager.codec
     try:
         if missing:
-            entry = codec.encode_missing(timing)
+            entry = codec.encode_missing(timing, key)
         elif pointer:
-            entry = codec.encode_pointer(obj.pk, timing)
+            entry = codec.encode_pointer(obj.pk, timing, key)
         else:
-            entry = codec.encode_row(obj, timing)
+            entry = codec.encode_row(obj, timing, key)
     except NotCacheable:
         signals.cache_bypass.send(sender=manager.model, reason="not_cacheable")
         return None
@@ -67,7 +68,7 @@ def load_and_fill(
         if read.lease is not None:
             backend.release(read.lease)
         raise
-    prepared = prepare(manager, found, duration, pointer)
+    prepared = prepare(manager, found, duration, key, pointer)
     written = False
     if prepared is not None and read.stamp is not None:
         entry, key_ttl = prepared

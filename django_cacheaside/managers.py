@@ -17,7 +17,7 @@ from django.db import connections, models, router
 from django_cacheaside import batch, fills, keys, locks, registry, signals, transactions
 from django_cacheaside.backend import UNAVAILABLE, Read, get_backend, report_error
 from django_cacheaside.coalescing import Flights
-from django_cacheaside.codec import NOT_FOUND, Codec
+from django_cacheaside.codec import ANY_PK, NOT_FOUND, Codec
 from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import CorruptEntry
 from django_cacheaside.lookups import Lookup, LookupResolver
@@ -210,11 +210,13 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             return self._get_pk(db, lookup, fill)
         return self._get_unique(db, lookup, fill)
 
-    def _decode(self, db: str, key: str, entry: bytes | None) -> Any:
+    def _decode(self, db: str, key: str, entry: bytes | None, pk: Any = ANY_PK) -> Any:
+        """``entry`` read under ``key`` (for primary key ``pk``, if given), decoded; ``None`` when
+        it is absent or unusable (reported)."""
         if entry is None:
             return None
         try:
-            found = self.codec.decode(db, entry)
+            found = self.codec.decode(db, entry, key, pk)
         except CorruptEntry as exc:
             report_error("decode", exc)
             return None
@@ -232,7 +234,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
         return found, read
 
     def _begin(
-        self, db: str, key: str, fill: bool, replace: bool
+        self, db: str, key: str, fill: bool, replace: bool, pk: Any = ANY_PK
     ) -> tuple[Any, Read, bytes | None]:
         """After a miss: the stamp and the refill lease, or another process's fill to wait for.
 
@@ -247,13 +249,13 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             ttl = self._ttl_ms()
             read = backend.read_or_begin(key, ttl, entry=not replace, lease=lease)
             raw = read.entry
-            found = self._decode(db, key, raw)
+            found = self._decode(db, key, raw, pk)
             if found is None and read.stamp is not None and read.lease is None:
                 waited_for: list[bytes | None] = []
 
                 def decode(entry: bytes | None) -> Any:
                     waited_for.append(entry)
-                    return self._decode(db, key, entry)
+                    return self._decode(db, key, entry, pk)
 
                 found, read, waited = locks.wait_for_fill(
                     backend, key, ttl, lease, decode, float(self.option("LOCK_WAIT"))
@@ -269,7 +271,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
 
     def _refill(self, db: str, lookup: Lookup, key: str, replace: bool) -> tuple[Any, bytes | None]:
         """Leader of a miss: ``(row or NOT_FOUND, its entry bytes or None if not cacheable)``."""
-        found, read, raw = self._begin(db, key, True, replace)
+        found, read, raw = self._begin(db, key, True, replace, lookup.items[0][1])
         if found is not None:
             return found, raw
         return fills.load_and_fill(self, db, lookup, key, read)
@@ -288,9 +290,10 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             return None
 
     def _get_pk(self, db: str, lookup: Lookup, fill: bool) -> M:
-        key = self.key_for_pk(lookup.items[0][1])
+        pk = lookup.items[0][1]
+        key = self.key_for_pk(pk)
         entry = get_backend().read(key)
-        found = self._decode(db, key, entry)
+        found = self._decode(db, key, entry, pk)
         if found is not None and self._refresh.enabled and fill:
             assert entry is not None
             reason = self._refresh.due(entry)
@@ -319,7 +322,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
                     sender=self.model, key=key, outcome="coalesced", waited=0.0
                 )
                 shared = result[1] if result is not None else None
-                found = self._decode(db, key, shared) if shared is not None else None
+                found = self._decode(db, key, shared, pk) if shared is not None else None
                 if found is None:
                     found, _duration = self._load(db, lookup)
         if found is NOT_FOUND:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from django_cacheaside import keys
-from django_cacheaside.codec import Codec
+from django_cacheaside import keys, signing
+from django_cacheaside.codec import Codec, SignedCodec
 from django_cacheaside.conf import app_settings
 
 UNSET: Any = object()  # an option not given: follow the setting of the same name
@@ -41,4 +42,17 @@ class DerivedSettings:
         self.generation = app_settings.generation
         self.namespace = keys.namespace(app_settings.KEY_PREFIX)
         self.key_head = keys.object_key(self.namespace, label, "")[:-1]  # "...{label:" to add a pk
-        self.codec = Codec(model, app_settings.SERIALIZER())
+        self.codec = make_codec(model)
+
+
+def make_codec(model: type[models.Model]) -> Codec:
+    """The codec the current settings ask for: signed when ``SIGN_ENTRIES`` is ``True``."""
+    serializer = app_settings.SERIALIZER()
+    sign = app_settings.SIGN_ENTRIES
+    if not isinstance(sign, bool):
+        raise ImproperlyConfigured(
+            f"CACHEASIDE['SIGN_ENTRIES'] must be True or False, not {sign!r}."
+        )
+    if sign:
+        return SignedCodec(model, serializer, signing.current_signer())
+    return Codec(model, serializer)

@@ -232,8 +232,8 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
     def _resolve(self, db: str, pks: list[Any], hit: bool) -> list[M] | None:
         """The objects of ``pks`` in order, through ``get_many`` (one round trip of ``HGET``s when
         all are cached); after a hit, ``None`` says one no longer exists: the list predates its
-        delete, run the query instead."""
-        wanted = [self._manager._resolver.normalise_pk(pk) for pk in pks]
+        delete, run the query instead. A hit's pks were normalised by ``_decode``."""
+        wanted = pks if hit else [self._manager._resolver.normalise_pk(pk) for pk in pks]
         found = self._manager.get_many(wanted) if wanted else {}
         if hit and len(found) < len(set(wanted)):
             return None
@@ -256,7 +256,10 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
         except ValueError as error:
             raise querycheck.refuse(self.model, f"cannot cache this query: {error}.") from None
         manager = self._manager
-        text = "\0".join((kind, db, manager.schema, sql, rendered))
+        parts = [kind, db, manager.schema, sql, rendered]
+        if manager.codec.signed:
+            parts.append("signed")  # signed and unsigned results never share a key
+        text = "\0".join(parts)
         digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
         namespace, label = manager._settings().namespace, manager._label
         return _Plan(
@@ -268,21 +271,33 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
     def _decode(self, plan: _Plan, entry: bytes, kind: str) -> list[Any] | None:
         """The stored pks (or ``[count]``, ``[exists]``), ``None`` for an entry that is unusable."""
         try:
-            found = self._manager.codec.serializer.loads(entry)
+            found = self._manager.codec.decode_query(plan.key, entry)
             expected = {COUNT: int, EXISTS: bool}.get(kind)  # exact types: a bool is an int
             if expected is not None and not (len(found) == 1 and type(found[0]) is expected):
                 raise CorruptEntry(f"{kind} entry holds {found!r}")
+            if kind == LIST:
+                found = self._pks_of(found)
         except CorruptEntry as error:
             report_error("decode", error)
             get_backend().delete([plan.key])  # the next read fills it again
             return None
         return found
 
+    def _pks_of(self, found: list[Any]) -> list[Any]:
+        """A list entry's pks, normalised; ``CorruptEntry`` if one could not be a pk."""
+        normalise = self._manager._resolver.normalise_pk
+        try:
+            pks = [normalise(pk) for pk in found]
+            dict.fromkeys(pks)  # get_many keys a dict by them
+        except (ValueError, TypeError) as error:
+            raise CorruptEntry(f"list entry holds a value that is not a pk: {error}") from None
+        return pks
+
     def _fill(
         self, plan: _Plan, gens: bytes, values: list[Any], gens_ttl: int, duration: float
     ) -> None:
         try:
-            entry = self._manager.codec.serializer.dumps(values)
+            entry = self._manager.codec.encode_query(plan.key, values)
         except NotCacheable:
             signals.cache_bypass.send(sender=self.model, reason="not_cacheable")
             return
