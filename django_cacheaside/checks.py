@@ -118,7 +118,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="cacheaside.E008",
             )
         )
+    elif serializer_class.runs_code_from_input and value.get("SIGN_ENTRIES") is not True:
+        errors.append(
+            Warning(
+                f"CACHEASIDE['SERIALIZER'] is {serializer_class.__module__}."
+                f"{serializer_class.__qualname__}, which can run code named by the bytes it "
+                "decodes: anyone who can write to your Redis can run code in your processes.",
+                hint="Use the default 'django_cacheaside.serializers.msgpack.MsgpackSerializer', "
+                "or set CACHEASIDE['SIGN_ENTRIES'] = True so that only entries this app signed "
+                "are decoded.",
+                id="cacheaside.W002",
+            )
+        )
     errors += _stats_errors(value)
+    errors += _reliability_errors(value)
     prefix = value.get("KEY_PREFIX", "")
     if not isinstance(prefix, str) or any(c in prefix for c in "{} "):
         errors.append(
@@ -126,6 +139,63 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"CACHEASIDE['KEY_PREFIX'] is {prefix!r}.",
                 hint="Use a string without spaces or braces, e.g. 'myapp-prod'.",
                 id="cacheaside.E009",
+            )
+        )
+    return errors
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _reliability_errors(value: dict[str, Any]) -> list[CheckMessage]:
+    """Socket timeouts, the circuit breaker, invalidation replay, entry signing."""
+    errors: list[CheckMessage] = []
+    for name in ("SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT"):
+        timeout = value.get(name, DEFAULTS[name])
+        if timeout is not None and not _positive_number(timeout):
+            errors.append(
+                Error(
+                    f"CACHEASIDE[{name!r}] is {timeout!r}.",
+                    hint=f"Set {name} to a number of seconds greater than 0 (e.g. 0.25), or to "
+                    "None to keep the Redis client's own timeout.",
+                    id="cacheaside.E016",
+                )
+            )
+    threshold = value.get("BREAKER_THRESHOLD", DEFAULTS["BREAKER_THRESHOLD"])
+    if not _positive_int(threshold):
+        errors.append(
+            Error(
+                f"CACHEASIDE['BREAKER_THRESHOLD'] is {threshold!r}.",
+                hint="Set BREAKER_THRESHOLD to a whole number of consecutive failures, 1 or more "
+                "(e.g. 5).",
+                id="cacheaside.E017",
+            )
+        )
+    cooldown = value.get("BREAKER_COOLDOWN", DEFAULTS["BREAKER_COOLDOWN"])
+    if not _positive_number(cooldown):
+        errors.append(
+            Error(
+                f"CACHEASIDE['BREAKER_COOLDOWN'] is {cooldown!r}.",
+                hint="Set BREAKER_COOLDOWN to a number of seconds greater than 0 (e.g. 5).",
+                id="cacheaside.E017",
+            )
+        )
+    limit = value.get("REPLAY_LIMIT", DEFAULTS["REPLAY_LIMIT"])
+    if not _positive_int(limit):
+        errors.append(
+            Error(
+                f"CACHEASIDE['REPLAY_LIMIT'] is {limit!r}.",
+                hint="Set REPLAY_LIMIT to a whole number of invalidations, 1 or more (e.g. 10000).",
+                id="cacheaside.E018",
+            )
+        )
+    if not isinstance(value.get("SIGN_ENTRIES", False), bool):
+        errors.append(
+            Error(
+                f"CACHEASIDE['SIGN_ENTRIES'] is {value['SIGN_ENTRIES']!r}.",
+                hint="Use True (sign every entry with a key derived from SECRET_KEY) or False.",
+                id="cacheaside.E019",
             )
         )
     return errors

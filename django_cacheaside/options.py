@@ -30,8 +30,15 @@ class ManagerOptions:
 
     def ttl_ms(self, name: str = "TTL") -> int:
         """The option ``name`` (seconds) in milliseconds, jittered by ``TTL_JITTER``."""
-        jitter = float(self.get("TTL_JITTER"))
-        seconds = float(self.get(name)) * random.uniform(1.0 - jitter, 1.0 + jitter)
+        try:
+            jitter = float(self.get("TTL_JITTER"))
+            seconds = float(self.get(name)) * random.uniform(1.0 - jitter, 1.0 + jitter)
+        except (TypeError, ValueError):
+            raise ImproperlyConfigured(
+                f"{name} is {self.get(name)!r} and TTL_JITTER {self.get('TTL_JITTER')!r}: every "
+                f"key must expire. Set {name} to a number of seconds greater than 0 and "
+                "TTL_JITTER to a fraction below 1 (manage.py check lists the offending settings)."
+            ) from None
         return max(1, int(seconds * 1000))
 
 

@@ -16,6 +16,9 @@ class BaseSerializer:
     """
 
     format_version: ClassVar[str]
+    #: Whether decoding can run code named by the bytes (pickle can): system check cacheaside.W002
+    #: warns when such a serializer reads unsigned entries.
+    runs_code_from_input: ClassVar[bool] = False
 
     def dumps(self, values: Sequence[Any]) -> bytes:
         raise NotImplementedError

@@ -15,6 +15,7 @@ class PickleSerializer(BaseSerializer):
     when nobody but your application can write to the Redis it reads (see the security notes)."""
 
     format_version = "pickle-1"
+    runs_code_from_input = True
 
     def dumps(self, values: Sequence[Any]) -> bytes:
         # A FieldFile pickles its storage too; the column only holds the name.
