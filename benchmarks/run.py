@@ -204,15 +204,30 @@ def build_benches(ctx: Context, ops: int, batch_ops: int, batch: int) -> list[Be
         row.views += 1
         row.save()
 
+    from django.conf import settings
+
+    from django_cacheaside.conf import app_settings
     from django_cacheaside.stats import counters
+
+    def sign_entries(on: bool) -> None:
+        if settings.CACHEASIDE.get("SIGN_ENTRIES", False) != on:
+            settings.CACHEASIDE = {**settings.CACHEASIDE, "SIGN_ENTRIES": on}
+            app_settings.reload()  # the managers derive their codecs again
 
     def warm() -> None:
         counters.connect(True)  # stats on (the default) for every row but one
-        warm_all(pks)
+        sign_entries(False)  # unsigned (the default) for every row but one
+        warm_all(pks)  # refills whatever the signed row left: its entries are misses here
 
     def warm_without_stats() -> None:
+        sign_entries(False)
         warm_all(pks)
         counters.connect(False)
+
+    def warm_signed() -> None:
+        counters.connect(True)
+        sign_entries(True)
+        warm_all(pks)
 
     return [
         Bench("orm get(pk)", orm_get, ops),
@@ -223,6 +238,13 @@ def build_benches(ctx: Context, ops: int, batch_ops: int, batch: int) -> list[Be
             cached_get,
             ops,
             setup=warm_without_stats,
+            baseline="cached.get hit",
+        ),
+        Bench(
+            "cached.get hit, signed",
+            cached_get,
+            ops,
+            setup=warm_signed,
             baseline="cached.get hit",
         ),
         Bench(
@@ -256,6 +278,7 @@ def ratio_specs(batch: int) -> list[RatioSpec]:
         RatioSpec("cached.get hit / redis GET", "cached.get hit", "redis GET 1KB", 0.7),
         RatioSpec("save cached / save plain", "save() cached", "save() plain", 0.75),
         RatioSpec("hit, stats on / stats off", "cached.get hit", "cached.get hit, stats off", 0.95),
+        RatioSpec("hit, signed / unsigned", "cached.get hit, signed", "cached.get hit", None),
         RatioSpec(
             f"get_many({batch}) / in_bulk({batch})",
             f"cached.get_many({batch}) hit",
