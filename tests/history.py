@@ -153,7 +153,8 @@ class _Rollback(Exception):
 
 
 class _Budget:
-    """The operations left to a process; with ``until``, work goes on until it returns true too.
+    """The operations left to a process; with ``until`` (is ``during`` finished?), work goes on
+    until it returns true too.
 
     Writers take at most ``write_share`` of the operations taken so far (a writer ahead of that
     waits a millisecond), so writes are spread over the whole run instead of crowding the readers
@@ -399,13 +400,15 @@ def _fork_processes(
                 os.close(read_end)
                 os.close(close_in_child)  # the parent's end of the `during` pipe
 
-                def during_running() -> bool:
-                    if during_done is None:
-                        return False
-                    return not select.select([during_done], [], [], 0)[0]
+                def during_finished() -> bool:  # the parent closed its end of the pipe
+                    assert during_done is not None
+                    return bool(select.select([during_done], [], [], 0)[0])
 
                 budget = _Budget(
-                    share, deadline, during_running if during_done else None, write_share
+                    share,
+                    deadline,
+                    during_finished if during_done is not None else None,
+                    write_share,
                 )
                 try:
                     results = _run_threads(codes, writers, readers, budget, seed, process + 1)
