@@ -76,17 +76,23 @@ class Report:
     def uncommitted(self) -> int:
         return sum(1 for v in self.violations if v.startswith("uncommitted"))
 
+    @property
+    def operations(self) -> int:
+        """Read calls (a ``get_many`` or ``filter`` is one), commits and rollbacks."""
+        return sum(self.reads_by_kind.values()) + self.writes + self.rollbacks
+
     def summary(self) -> str:
         """One line: what ran, the operation counts, errors and violations, the time taken."""
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.reads_by_kind.items()))
         paths = ", ".join(f"{k} {n}" for k, n in sorted(self.writes_by_path.items()))
-        rate = (self.reads + self.writes) / self.seconds if self.seconds else 0.0
+        rate = self.operations / self.seconds if self.seconds else 0.0
         return (
             f"history [{self.layout}, {self.rows} rows, seed {self.seed}]: "
-            f"{self.reads} reads ({kinds}), {self.writes} commits ({paths}), "
+            f"{self.operations} operations: {sum(self.reads_by_kind.values())} read calls "
+            f"({kinds}) returning {self.reads} rows, {self.writes} commits ({paths}), "
             f"{self.rollbacks} rollbacks; {len(self.errors)} errors, "
             f"{len(self.violations)} violations ({self.stale} stale, "
-            f"{self.uncommitted} uncommitted); {self.seconds:.1f} s, {rate:.0f} ops/s"
+            f"{self.uncommitted} uncommitted); {self.seconds:.1f} s, {rate:.0f} operations/s"
         )
 
 

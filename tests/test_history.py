@@ -19,6 +19,8 @@ from django_cacheaside import invalidation
 from tests.history import Read, Report, Write, check, run_history
 
 OPERATIONS = int(os.environ.get("CACHEASIDE_HISTORY_OPS", "10000"))
+# ~1,000 operations a second on 2 cores; the bound only catches a workload that hangs.
+MAX_SECONDS = max(120.0, OPERATIONS / 100)
 
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
@@ -105,7 +107,9 @@ def test_the_checker_reports_impossible_histories_as_errors() -> None:
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_threads_never_read_a_stale_or_uncommitted_row(capsys: pytest.CaptureFixture[str]) -> None:
-    report = run_history(rows=100, writers=8, readers=32, operations=OPERATIONS)
+    report = run_history(
+        rows=100, writers=8, readers=32, operations=OPERATIONS, max_seconds=MAX_SECONDS
+    )
     show(capsys, report)
     assert_consistent(report)
 
@@ -116,7 +120,14 @@ def test_threads_never_read_a_stale_or_uncommitted_row(capsys: pytest.CaptureFix
 def test_processes_never_read_a_stale_or_uncommitted_row(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    report = run_history(rows=100, writers=8, readers=32, operations=OPERATIONS, processes=4)
+    report = run_history(
+        rows=100,
+        writers=8,
+        readers=32,
+        operations=OPERATIONS,
+        processes=4,
+        max_seconds=MAX_SECONDS,
+    )
     show(capsys, report)
     assert_consistent(report)
 

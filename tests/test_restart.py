@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
-from django_cacheaside import signals
+from django_cacheaside import backend, coalescing, signals
 from tests.history import Report, create_rows, run_history
 from tests.servers import RedisServer, ServerFactory, private_redis  # noqa: F401 - the fixture
 from tests.testapp.models import Ledger
@@ -191,3 +191,22 @@ def test_eviction_pressure_serves_no_stale_row(
     assert not report.violations, "\n".join(report.violations[:10])
     assert len(churned) == EVICTION_ROWS
     assert int(info["evicted_keys"]) > EVICTION_ROWS // 2  # the fills really evicted
+
+
+def test_a_stamp_that_starts_over_when_its_key_is_gone_serves_stale_rows(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Why the stamp is random: with a per-key counter, a key that is deleted (invalidated,
+    evicted, lost in a restart) starts over at the same value, and a fill that read that value
+    before the deletion, with the old row, is accepted after it.
+
+    The counter is modelled by its worst case here, the value 1 whenever the stamp is created.
+    Coalescing is switched off so that only the stamp decides (see docs/consistency.md).
+    """
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "LOCK_WAIT": 0.25}
+    monkeypatch.setattr(backend, "new_stamp", lambda: (1).to_bytes(8, "big"))
+    monkeypatch.setattr(coalescing.Flights, "run", lambda self, key, leader, wait: (True, leader()))
+    report = run_history(rows=100, writers=8, readers=32, operations=3000)
+    show(capsys, report, "stamps: a counter that starts over at 1")
+    assert not report.errors, "\n".join(report.errors[:10])
+    assert report.stale > 0
