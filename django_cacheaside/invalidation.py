@@ -23,30 +23,85 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, models, router
 
-from django_cacheaside import keys, registry, signals, transactions
-from django_cacheaside.backend import get_backend
+from django_cacheaside import keys, registry, replay, signals, transactions
+from django_cacheaside.backend import Backend, get_backend
 from django_cacheaside.conf import app_settings
 from django_cacheaside.tags import check_tags
 
 Operation = tuple[str, ...]
 
 
-def deliver(operations: Sequence[Operation]) -> int:
-    """Carry out ``operations``; answer how many object keys tag purges and scans deleted."""
-    backend = get_backend()
+def deliver(
+    operations: Sequence[Operation],
+    backend: Backend | None = None,
+    failed: list[Operation] | None = None,
+) -> int:
+    """Carry out ``operations``; answer how many object keys tag purges and scans deleted.
+
+    Operations that could not be delivered are appended to ``failed`` when given, else kept for
+    replay when Redis answers again (:mod:`django_cacheaside.replay`).
+    """
+    backend = backend or get_backend()
+    undelivered: list[Operation] = []
     plain = [op for op in operations if op[0] in ("DEL", "HDEL", "ZREM")]
-    backend.invalidate(plain)
+    if plain and not backend.invalidate(plain):
+        undelivered += plain
     deleted = 0
-    purges = [op[1] for op in operations if op[0] == "PURGE"]
+    purges = [op for op in operations if op[0] == "PURGE"]
     if purges:
-        clock = keys.clock_key(keys.namespace(app_settings.KEY_PREFIX))
-        members = backend.purge_tags(clock, purges) or []
-        backend.delete(members)
-        deleted += len(members)
+        by_clock: dict[str, list[str]] = {}
+        for op in purges:
+            by_clock.setdefault(keys.clock_key(tag_namespace(op[1])), []).append(op[1])
+        for clock, tag_keys in by_clock.items():
+            members = backend.purge_tags(clock, tag_keys)
+            if members is None:
+                undelivered += [("PURGE", tag_key) for tag_key in tag_keys]
+            elif backend.delete(members):
+                deleted += len(members)
+            else:
+                undelivered += [("DEL", member) for member in members]
     for op in operations:
         if op[0] == "SCAN":
-            deleted += backend.delete_matching(op[1]) or 0
+            found = backend.delete_matching(op[1])
+            if found is None:
+                undelivered.append(op)
+            else:
+                deleted += found
+    if undelivered:
+        if failed is not None:
+            failed += undelivered
+        else:
+            replay.keep(backend, undelivered)
     return deleted
+
+
+def tag_namespace(tag_key: str) -> str:
+    """The namespace a tag key was built in (a namespace never holds a brace)."""
+    return tag_key[: tag_key.index("tag:{")]
+
+
+def coarsen(operations: Iterable[Operation]) -> list[Operation]:
+    """``SCAN`` operations that drop at least what ``operations`` drop: every key of each model
+    they touch (for a tag purge, of every model with tags). Used when the operations themselves
+    cannot be kept or delivered."""
+    patterns: dict[str, None] = {}
+    for op in operations:
+        kind, key = op[0], op[1]
+        if kind == "SCAN":
+            patterns[key] = None
+            continue
+        if kind == "PURGE":
+            namespace = tag_namespace(key)
+            labels = [
+                _manager(m)._label for m in registry.cached_models() if _manager(m)._tags.enabled
+            ]
+        else:
+            target = op[2] if kind == "ZREM" else key  # a tag set's member is an object key
+            brace = target.index("{")
+            namespace, labels = target[:brace], [target[brace + 1 : target.index(":", brace)]]
+        for label in labels:
+            patterns[keys.model_pattern(namespace, label)] = None
+    return [("SCAN", pattern) for pattern in patterns]
 
 
 def _manager(model: type[models.Model]) -> Any:

@@ -1,6 +1,7 @@
 """The app's own signals. Stats and your code subscribe to them; the read path only sends.
 
-Every signal is sent with ``sender`` set to the model class (``cache_error``: the backend class).
+Every signal is sent with ``sender`` set to the model class (``cache_error``: the backend class,
+``cache_breaker``: the breaker class).
 
 ``cache_hit(sender, key, negative)``
     An entry was served from Redis (``negative``: a remembered "does not exist"). ``key`` is the Redis key: an object's, or a cached query
@@ -29,6 +30,9 @@ Every signal is sent with ``sender`` set to the model class (``cache_error``: th
     ``keys`` are the keys deleted by name (not a tag purge's members, not a model scan's keys).
 ``cache_error(sender, operation, error)``
     Redis failed during ``operation`` (a backend method name); the caller was answered anyway.
+``cache_breaker(sender, state)``
+    The circuit breaker changed state: ``"open"`` (Redis is no longer called) or ``"closed"``
+    (it answers again). See :mod:`django_cacheaside.backend.breaker`.
 """
 
 from __future__ import annotations
@@ -111,3 +115,4 @@ cache_refresh = CacheSignal()
 cache_stale = CacheSignal()
 cache_invalidate = CacheSignal()
 cache_error = CacheSignal()
+cache_breaker = CacheSignal()

@@ -27,14 +27,18 @@ def closed_port() -> int:
 def redis_down(settings: Any) -> None:
     settings.CACHEASIDE = {
         **settings.CACHEASIDE,
-        "REDIS": f"redis://127.0.0.1:{closed_port()}/0?socket_connect_timeout=0.2",
+        "REDIS": f"redis://127.0.0.1:{closed_port()}/0",
+        "BREAKER_THRESHOLD": 10**9,  # the breaker's own tests are in test_breaker.py
     }
 
 
-def test_reads_fall_back_to_the_database(redis_down: None, caplog: Any) -> None:
-    article = (
-        ArticleFactory.create()
-    )  # the save's invalidation fails too, and is logged, not raised
+def test_reads_fall_back_to_the_database(settings: Any, caplog: Any) -> None:
+    article = ArticleFactory.create()
+    settings.CACHEASIDE = {
+        **settings.CACHEASIDE,
+        "REDIS": f"redis://127.0.0.1:{closed_port()}/0",
+        "BREAKER_THRESHOLD": 10**9,
+    }
     errors: list[str] = []
 
     def record(sender: Any, operation: str, **kwargs: Any) -> None:
@@ -53,6 +57,24 @@ def test_reads_fall_back_to_the_database(redis_down: None, caplog: Any) -> None:
     assert "read" in errors and "_read_or_begin_many" in errors
     warnings = [r for r in caplog.records if "answering from the database" in r.message]
     assert len(warnings) == 1  # once per ERROR_LOG_INTERVAL, not once per request
+
+
+def test_a_write_redis_missed_keeps_the_process_off_redis(redis_down: None) -> None:
+    article = ArticleFactory.create()  # its invalidation fails: kept for replay, not raised
+    backend = get_backend()
+    assert backend.breaker.degraded
+    errors: list[str] = []
+
+    def record(sender: Any, operation: str, **kwargs: Any) -> None:
+        errors.append(operation)
+
+    signals.cache_error.connect(record)
+    try:
+        assert Article.cached.get(pk=article.pk) == article
+        assert list(Article.cached.get_many([article.pk])) == [article.pk]
+    finally:
+        signals.cache_error.disconnect(record)
+    assert errors == []  # answered from the database without asking Redis
 
 
 def test_lost_scripts_are_loaded_again(redis_client: Any) -> None:

@@ -29,8 +29,11 @@ import redis
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from django_cacheaside.backend import scripts
+from django_cacheaside.backend.breaker import Breaker
 from django_cacheaside.backend.counting import StatsCommands
 from django_cacheaside.backend.direct import DirectCommands
 from django_cacheaside.backend.errors import fail_open, report_error
@@ -90,7 +93,9 @@ def new_stamp() -> bytes:
 
 
 class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, overrides: dict[str, Any] | None = None) -> None:
+        """``overrides``: connection settings the app's own connections use instead of the
+        client's (see :func:`connection_overrides`)."""
         pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
         if pool_kwargs.get("decode_responses"):
             raise ImproperlyConfigured(
@@ -98,7 +103,15 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
                 "bytes. Give CACHEASIDE['REDIS'] a client without it."
             )
         self.client = client
-        self._direct = DirectCommands.for_client(client)
+        self._direct = DirectCommands.for_client(client, overrides)
+        self.breaker = Breaker(self.ping)
+
+    @fail_open(default=False)
+    def ping(self) -> bool:
+        """Whether Redis answers (the circuit breaker's probe)."""
+        if self._direct is not None:
+            return bool(self._direct.execute("PING"))
+        return bool(self.client.ping())
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -238,7 +251,13 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
         deleted = 0
         cursor = 0
         while True:
-            cursor, found = self.client.scan(cursor=cursor, match=pattern, count=batch)
+            if self._direct is not None:
+                raw_cursor, found = self._direct.execute(
+                    "SCAN", cursor, "MATCH", pattern, "COUNT", batch
+                )
+                cursor = int(raw_cursor)
+            else:
+                cursor, found = self.client.scan(cursor=cursor, match=pattern, count=batch)
             doomed = [key for key in cast("list[bytes]", found) if not key.endswith(b":lock")]
             if doomed:
                 if self._direct is not None:
@@ -271,15 +290,38 @@ _backend: Backend | None = None
 _backend_lock = threading.Lock()
 
 
-def _client_from_settings() -> redis.Redis:
+def connection_overrides() -> dict[str, Any]:
+    """What the app's own connections to Redis use instead of the client's settings.
+
+    Short timeouts, and no retries: since redis-py 6 a refused connect is retried 10 times with
+    backoff by default (about 4 s on a closed port). The app answers from the database instead
+    and leaves retrying to its circuit breaker.
+    """
+    overrides: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "retry_on_timeout": False}
+    for name, setting in (
+        ("socket_timeout", app_settings.SOCKET_TIMEOUT),
+        ("socket_connect_timeout", app_settings.SOCKET_CONNECT_TIMEOUT),
+    ):
+        if setting is not None:
+            overrides[name] = float(setting)
+    return overrides
+
+
+def _backend_from_settings() -> Backend:
+    configured = app_settings.REDIS
+    if isinstance(configured, str) and "://" in configured:
+        # Options in the URL's query string win over the app's defaults.
+        return Backend(redis.Redis.from_url(configured, **connection_overrides()))
+    return Backend(_configured_client(), connection_overrides())
+
+
+def _configured_client() -> redis.Redis:
     configured = app_settings.REDIS
     if configured:
         if not isinstance(configured, str):
             raise ImproperlyConfigured(
                 "CACHEASIDE['REDIS'] must be a redis:// URL or a dotted path."
             )
-        if "://" in configured:
-            return redis.Redis.from_url(configured)
         client: redis.Redis = import_string(configured)()
         return client
     alias = app_settings.CACHE_ALIAS
@@ -303,7 +345,7 @@ def get_backend() -> Backend:
     if backend is None:
         with _backend_lock:
             if _backend is None:
-                _backend = Backend(_client_from_settings())
+                _backend = _backend_from_settings()
             backend = _backend
     return backend
 
@@ -312,4 +354,6 @@ def reset() -> None:
     """Forget the backend; the next :func:`get_backend` builds it again from settings."""
     global _backend
     with _backend_lock:
+        if _backend is not None:
+            _backend.breaker.close()
         _backend = None

@@ -34,20 +34,24 @@ def _close(conn: Any) -> None:
 
 
 class DirectCommands:
-    def __init__(self, pool: redis.ConnectionPool) -> None:
+    def __init__(self, pool: redis.ConnectionPool, overrides: dict[str, Any] | None = None) -> None:
         self._pool = pool
+        # The pool's connection settings, with the app's own timeouts and retry policy on top.
+        self._kwargs = {**pool.connection_kwargs, **(overrides or {})}
         self._local = threading.local()
         self._encoding: str = pool.connection_kwargs.get("encoding", "utf-8")
 
     @classmethod
-    def for_client(cls, client: Any) -> DirectCommands | None:
+    def for_client(
+        cls, client: Any, overrides: dict[str, Any] | None = None
+    ) -> DirectCommands | None:
         """A ``DirectCommands`` for ``client``, or ``None`` where it must go through the client."""
         pool: Any = getattr(client, "connection_pool", None)
         if type(client) is not redis.Redis or type(pool) not in _POOLS:
             return None
         if getattr(pool, "cache", None) is not None:
             return None
-        return cls(pool)
+        return cls(pool, overrides)
 
     def _connection(self) -> tuple[Any, bool]:
         """This thread's connection and whether it was used before."""
@@ -57,7 +61,7 @@ class DirectCommands:
         if conn is not None and local.pid == pid:
             return conn, True
         pool = self._pool
-        conn = pool.connection_class(**pool.connection_kwargs)
+        conn = pool.connection_class(**self._kwargs)
         local.conn, local.pid = conn, pid
         # Close the socket when the thread is gone, rather than leaving it to the garbage collector.
         weakref.finalize(threading.current_thread(), _close, conn)

@@ -7,9 +7,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from django_cacheaside import signals
 from django_cacheaside.conf import app_settings
@@ -58,22 +58,45 @@ def report_error(operation: str, error: Exception) -> None:
     _errors.report(operation, error)
 
 
-def fail_open(default: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Turn any Redis failure of the wrapped method into ``default`` (after reporting it)."""
+def fail_open(
+    default: Any,
+) -> Callable[[Callable[Concatenate[Any, P], R]], Callable[Concatenate[Any, P], R]]:
+    """Turn any Redis failure of the wrapped backend method into ``default`` (after reporting it).
 
-    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+    While the backend's circuit breaker is degraded the method is not called at all: ``default``
+    at once (see :mod:`django_cacheaside.backend.breaker`).
+    """
+
+    def decorate(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
         @functools.wraps(method)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        def wrapper(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+            breaker = self.breaker
+            if breaker.degraded and not breaker.passing():
+                skipped: R = default
+                return skipped
             try:
-                return method(*args, **kwargs)
+                result = method(self, *args, **kwargs)
             except BackendError as exc:
-                _errors.report(method.__name__, exc)
+                error = exc  # a reply of a shape the app never writes: Redis is there
+            except ResponseError as exc:
+                # An error reply: Redis is there. A read-only replica (after a failover) is not
+                # a usable primary, though.
+                if isinstance(exc, ReadOnlyError):
+                    breaker.failed()
+                error = BackendError(f"{type(exc).__name__}: {exc}")
             except (RedisError, OSError, ValueError, TypeError, IndexError) as exc:
-                # ValueError/TypeError/IndexError: a reply whose shape is not what we sent for.
-                _errors.report(method.__name__, BackendError(f"{type(exc).__name__}: {exc}"))
-            result: R = default
-            return result
+                # Unreachable, timed out, reset, or (ValueError/TypeError/IndexError) a reply of a
+                # shape no command we sent can have: garbage on the wire.
+                breaker.failed()
+                error = BackendError(f"{type(exc).__name__}: {exc}")
+            else:
+                if breaker.failures:
+                    breaker.succeeded()
+                return result
+            _errors.report(method.__name__, error)
+            failed: R = default
+            return failed
 
-        return wrapper
+        return cast("Callable[Concatenate[Any, P], R]", wrapper)
 
     return decorate

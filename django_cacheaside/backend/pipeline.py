@@ -9,6 +9,7 @@ import redis
 from redis.exceptions import NoScriptError, RedisError
 
 from django_cacheaside.backend import scripts
+from django_cacheaside.backend.breaker import Breaker
 from django_cacheaside.backend.direct import DirectCommands
 from django_cacheaside.exceptions import BackendError
 
@@ -16,12 +17,16 @@ from django_cacheaside.exceptions import BackendError
 class Commands:
     client: redis.Redis
     _direct: DirectCommands | None
+    breaker: Breaker
 
     # -- scripts -------------------------------------------------------------------------------
 
     def _load_scripts(self) -> None:
         for src in scripts.SCRIPTS.values():
-            self.client.script_load(src)
+            if self._direct is not None:
+                self._direct.execute("SCRIPT", "LOAD", src)
+            else:
+                self.client.script_load(src)
 
     def _run_pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one round trip and return their replies.

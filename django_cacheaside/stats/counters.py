@@ -183,6 +183,11 @@ def on_error(sender: Any, operation: str, **kwargs: Any) -> None:
     buffer.count(None, "errors")
 
 
+def on_breaker(sender: Any, state: str, **kwargs: Any) -> None:
+    if state == "open":
+        buffer.count(None, "breaker_opens")
+
+
 RECEIVERS = (
     (signals.cache_hit, on_hit),
     (signals.cache_miss, on_miss),
@@ -192,6 +197,7 @@ RECEIVERS = (
     (signals.cache_stale, on_stale),
     (signals.cache_invalidate, on_invalidate),
     (signals.cache_error, on_error),
+    (signals.cache_breaker, on_breaker),
 )
 
 
