@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from django_cacheaside.stats.prometheus import CacheAsideCollector, register
@@ -57,3 +59,22 @@ def test_counters_never_go_back_when_stats_are_flushed() -> None:
     before = hits()
     flush()
     assert hits() == before  # a flush moves counts to Redis; the process's totals stay
+
+
+def test_the_breaker_and_the_replay_queue_are_gauges(settings: Any) -> None:
+    from tests.test_backend import closed_port
+
+    registry = prometheus_client.CollectorRegistry()
+    register(registry)
+    assert sample(registry, "cacheaside_breaker_state") == 0
+    assert sample(registry, "cacheaside_replay_pending") == 0
+    article = ArticleFactory.create()
+    settings.CACHEASIDE = {
+        **settings.CACHEASIDE,
+        "REDIS": f"redis://127.0.0.1:{closed_port()}/0",
+        "BREAKER_THRESHOLD": 1,
+    }
+    Article.cached.get(pk=article.pk)  # refused: the breaker opens
+    article.save()  # its invalidation is kept
+    assert sample(registry, "cacheaside_breaker_state") == 2
+    assert (sample(registry, "cacheaside_replay_pending") or 0) >= 1

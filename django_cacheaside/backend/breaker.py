@@ -14,9 +14,10 @@ filled, invalidations are kept for the replay. One background thread per process
 
 * while open, it probes with ``PING`` once every ``BREAKER_COOLDOWN`` seconds;
 * once Redis answers, it closes the breaker and replays the invalidations this process kept;
-* after an outage it keeps the process degraded for one more cool-down. Every process probes at
-  least that often, so by then every process that kept invalidations during the outage has
-  replayed them, and an entry one of them made stale is gone before anyone reads it;
+* after an outage it keeps the process degraded for one more cool-down (plus the timeouts of one
+  probe, :func:`grace_period`). Every process probes at least that often, so by then every
+  process that saw the outage and kept invalidations has replayed them: an entry one of them made
+  stale is gone before anyone reads it;
 * then it clears :attr:`degraded` and exits.
 
 Error replies (``WRONGTYPE`` and such) mean Redis is there: they fail the call but never count
@@ -159,7 +160,7 @@ class Breaker:
             if replay is not None and not replay():
                 retry = min(retry * 2, cooldown)
                 continue
-            if outage and not self._sleep(cooldown):
+            if outage and not self._sleep(grace_period()):
                 return  # let every other process replay what it kept before trusting Redis
             with self._lock:
                 if self.open_until or self._holds != holds:
@@ -168,6 +169,16 @@ class Breaker:
                 self._replay = None
                 self._thread = None
                 return
+
+
+def grace_period() -> float:
+    """Seconds a process waits after an outage before it trusts Redis again.
+
+    Another process that saw the same outage probes at least once per cool-down, and a probe takes
+    at most the connect and socket timeouts: by then it has found Redis back and replayed.
+    """
+    timeouts = [app_settings.SOCKET_CONNECT_TIMEOUT, app_settings.SOCKET_TIMEOUT]
+    return float(app_settings.BREAKER_COOLDOWN) + sum(float(t) for t in timeouts if t is not None)
 
 
 def describe(breaker: Breaker) -> dict[str, Any]:

@@ -57,6 +57,32 @@ class CacheAsideCollector:
             buckets.append(("+Inf", cumulative + counts.get("load_gt_5000", 0)))
             histogram.add_metric(list(labels), buckets, counts.get("load_us", 0) / 1_000_000)
         yield histogram
+        yield from _breaker_gauges()
+
+
+_STATES = {"closed": 0, "recovering": 1, "open": 2}
+
+
+def _breaker_gauges() -> Iterator[Any]:
+    """This process's circuit breaker (0 closed, 1 recovering, 2 open) and how many
+    invalidations it keeps for replay: alert when either stays above 0."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from django_cacheaside import replay
+    from django_cacheaside.backend import breaker, get_backend
+
+    backend = get_backend()
+    state = breaker.describe(backend.breaker)["state"]
+    yield GaugeMetricFamily(
+        "cacheaside_breaker_state",
+        "django-cacheaside circuit breaker of this process: 0 closed, 1 recovering, 2 open",
+        value=_STATES[state],
+    )
+    yield GaugeMetricFamily(
+        "cacheaside_replay_pending",
+        "django-cacheaside invalidations this process keeps until Redis answers again",
+        value=len(replay.lost_for(backend)),
+    )
 
 
 def register(registry: Any = None) -> CacheAsideCollector:
