@@ -50,8 +50,8 @@ ROLLBACK_BASE = 1_000_000_000
 WRITE_SHARE = 0.2  # at most this share of the operations are writes
 ROLLBACK_EVERY = 0.03  # the share of writes that roll back
 READ_YOUR_WRITES_EVERY = 0.1  # writes that read their row through the cache before committing
-ZIPF_EXPONENT = 1.1  # weight of the i-th row: 1 / (i + 1) ** s; rows 0-4 get ~40% of the traffic
-MAX_ERROR_MESSAGES = 50  # per process, with their tracebacks; the rest as a count
+ZIPF_EXPONENT = 1.1  # weight of the i-th row: 1 / (i + 1) ** s; rows 0-4 get ~50% of the traffic
+MAX_ERROR_MESSAGES = 50  # kept per worker thread, with tracebacks; the rest only counted
 
 
 @dataclass
