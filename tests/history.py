@@ -48,6 +48,9 @@ Read = tuple[int, int, int, int]
 # them, so a read that returns one saw uncommitted data.
 ROLLBACK_BASE = 1_000_000_000
 WRITE_SHARE = 0.2  # at most this share of the operations are writes
+# How readers read: the share of each kind of read call.
+READ_MIX: dict[str, float] = {"get": 0.6, "get_code": 0.1, "get_many": 0.2, "filter": 0.1}
+READ_KINDS = ("get", "get_code", "get_many", "filter")
 ROLLBACK_EVERY = 0.03  # the share of writes that roll back
 READ_YOUR_WRITES_EVERY = 0.1  # writes that read their row through the cache before committing
 ZIPF_EXPONENT = 1.1  # weight of the i-th row: 1 / (i + 1) ** s; rows 0-4 get ~50% of the traffic
@@ -235,8 +238,17 @@ class _Results:
 class _Worker:
     """One thread's operations; records go to its own lists (merged after the join)."""
 
-    def __init__(self, name: str, codes: dict[int, str], seed: int, rollback_base: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        codes: dict[int, str],
+        seed: int,
+        rollback_base: int,
+        read_mix: dict[str, float],
+    ) -> None:
         self.name = name
+        self.kinds = list(read_mix)
+        self.kind_weights = list(itertools.accumulate(read_mix.values()))
         self.codes = codes
         self.pks = list(codes)
         self.cumulative = zipf_weights(len(self.pks))
@@ -299,15 +311,13 @@ class _Worker:
     # -- readers ---------------------------------------------------------------------------------
 
     def read_once(self) -> None:
-        roll = self.rng.random()
-        if roll < 0.6:
-            kind, pks = "get", self.pick()
-        elif roll < 0.7:
-            kind, pks = "get_code", self.pick()
-        elif roll < 0.9:
-            kind, pks = "get_many", sorted(set(self.pick(self.rng.randint(2, 8))))
+        kind = self.rng.choices(self.kinds, cum_weights=self.kind_weights)[0]
+        if kind in ("get", "get_code"):
+            pks = self.pick()
+        elif kind == "get_many":
+            pks = sorted(set(self.pick(self.rng.randint(2, 8))))
         else:
-            kind, pks = "filter", sorted(set(self.pick(self.rng.randint(2, 5))))
+            pks = sorted(set(self.pick(self.rng.randint(2, 5))))
         start = time.monotonic_ns()
         if kind == "get":
             found = {pks[0]: Ledger.cached.get(pk=pks[0])}
@@ -354,6 +364,7 @@ def _run_threads(
     budget: _Budget,
     seed: int,
     process: int,
+    read_mix: dict[str, float],
 ) -> _Results:
     workers: list[tuple[_Worker, Callable[[], None]]] = []
     for i in range(writers + readers):
@@ -363,6 +374,7 @@ def _run_threads(
             codes,
             seed * 1_000_003 + process * 1009 + i,
             ROLLBACK_BASE + (process * 64 + i) * 1_000_000,
+            read_mix,
         )
         workers.append((worker, worker.write_once if i < writers else worker.read_once))
     threads = [
@@ -392,6 +404,7 @@ def _fork_processes(
     during_done: int | None,
     close_in_child: int,
     write_share: float,
+    read_mix: dict[str, float],
 ) -> list[tuple[int, int]]:
     """Fork the workers; their ``(pid, read end of the results pipe)``."""
     connections.close_all()  # a child must not share the parent's database connection
@@ -417,7 +430,9 @@ def _fork_processes(
                     write_share,
                 )
                 try:
-                    results = _run_threads(codes, writers, readers, budget, seed, process + 1)
+                    results = _run_threads(
+                        codes, writers, readers, budget, seed, process + 1, read_mix
+                    )
                 except BaseException as error:
                     results = _Results(error_count=1, errors=[f"process {process + 1}: {error!r}"])
                 data = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
@@ -477,6 +492,7 @@ def run_history(
     max_seconds: float = 120,
     seed: int | None = None,
     write_share: float = WRITE_SHARE,
+    read_mix: dict[str, float] | None = None,
 ) -> Report:
     """Run the workload on ``rows`` new Ledger rows and check its history.
 
@@ -485,10 +501,14 @@ def run_history(
     operations are spread over N forked processes (each at least one writer and one reader).
     ``during`` runs in a thread of its own meanwhile; the workers go on until it has returned too,
     so whatever it does happens under load, and it is joined before the check. Past ``max_seconds``
-    the workers stop and that is an error. Call it from a ``transaction=True`` test: every worker
-    has its own connection and must see the rows.
+    the workers stop and that is an error. ``write_share`` bounds the share of writes;
+    ``read_mix`` gives the share of each kind of read call (:data:`READ_MIX` by default). Call it
+    from a ``transaction=True`` test: every worker has its own connection and must see the rows.
     """
     seed = random.randrange(1 << 30) if seed is None else seed
+    mix = dict(READ_MIX if read_mix is None else read_mix)
+    if not mix or set(mix) - set(READ_KINDS) or min(mix.values()) < 0:
+        raise ValueError(f"read_mix: shares of {READ_KINDS}, not {mix!r}")
     codes = create_rows(rows)
     started = time.monotonic()
     deadline = started + max_seconds
@@ -529,6 +549,7 @@ def run_history(
                 done_read if during is not None else None,
                 done_write,
                 write_share,
+                mix,
             )
             side = threading.Thread(target=run_during, name="during", daemon=True)
             side.start()
@@ -538,7 +559,7 @@ def run_history(
             side = threading.Thread(target=run_during, name="during", daemon=True)
             side.start()
             budget = _Budget(operations, deadline, until, write_share)
-            results = _run_threads(codes, writers, readers, budget, seed, 0)
+            results = _run_threads(codes, writers, readers, budget, seed, 0, mix)
             layout = f"{writers} writers + {readers} readers"
         side.join(max(1.0, deadline + 30 - time.monotonic()))
         if side.is_alive():

@@ -134,15 +134,36 @@ def test_processes_never_read_a_stale_or_uncommitted_row(
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
+def test_single_gets_of_hot_rows_never_read_a_stale_row(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only ``get(pk=...)``: many threads of one process miss the same hot keys at once, which
+    is where in-process coalescing decides what a caller that arrives after a commit is given."""
+    report = run_history(
+        rows=100,
+        writers=8,
+        readers=32,
+        operations=min(OPERATIONS, 5000),
+        read_mix={"get": 1.0},
+        max_seconds=MAX_SECONDS,
+    )
+    show(capsys, report)
+    assert not report.errors, "\n".join(report.errors[:10])
+    assert not report.violations, "\n".join(report.violations[:10])
+    assert report.reads_by_kind.keys() == {"get"}
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
 def test_without_invalidation_the_checker_finds_stale_reads(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The checker is not vacuous: with the Ledger's invalidations dropped, reads go stale."""
     delivered = invalidation.deliver
 
-    def deliver_all_but_ledger(operations: Sequence[Any]) -> int:
+    def deliver_all_but_ledger(operations: Sequence[Any], *args: Any, **kwargs: Any) -> int:
         kept = [op for op in operations if not any("testapp.ledger" in part for part in op)]
-        return delivered(kept)
+        return delivered(kept, *args, **kwargs)
 
     monkeypatch.setattr(invalidation, "deliver", deliver_all_but_ledger)
     report = run_history(rows=100, writers=4, readers=16, operations=min(OPERATIONS, 5000))

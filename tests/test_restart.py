@@ -35,6 +35,7 @@ from tests.testapp.models import Ledger
 RESTART_OPS = int(os.environ.get("CACHEASIDE_RESTART_OPS", "2500"))
 EVICTION_ROWS = int(os.environ.get("CACHEASIDE_EVICTION_ROWS", "100000"))
 EVICTION_OPS = int(os.environ.get("CACHEASIDE_EVICTION_OPS", "6000"))
+CHURN_BATCH = 1000  # rows per get_many() of the churn, which sets how long the eviction run lasts
 MAXMEMORY = "4mb"  # ~1 MB of it is the empty server's own; Redis takes any byte count
 WARM = 1.0  # seconds of workload before the kill
 OUTAGE = 1.0  # seconds Redis is down
@@ -162,8 +163,8 @@ def test_eviction_pressure_serves_no_stale_row(
     def read_every_row_once() -> None:
         pks = list(churn)
         try:
-            for i in range(0, len(pks), 250):
-                batch = pks[i : i + 250]
+            for i in range(0, len(pks), CHURN_BATCH):
+                batch = pks[i : i + CHURN_BATCH]
                 found = Ledger.cached.get_many(batch)
                 if sorted(found) != batch or any(obj.version != 0 for obj in found.values()):
                     raise AssertionError(f"get_many of churn rows {batch[0]}.. answered wrong rows")
