@@ -13,7 +13,7 @@ Sizes: ``CACHEASIDE_RESTART_OPS`` (operations of each restart run, default 2,500
 lasts as long as the outage and the recovery), ``CACHEASIDE_EVICTION_ROWS`` (rows churned, default
 100,000) and ``CACHEASIDE_EVICTION_OPS`` (default 6,000). The long run (docs/consistency.md)::
 
-    CACHEASIDE_RESTART_OPS=40000 CACHEASIDE_EVICTION_ROWS=1000000 CACHEASIDE_EVICTION_OPS=60000 \\
+    CACHEASIDE_RESTART_OPS=20000 CACHEASIDE_EVICTION_ROWS=300000 CACHEASIDE_EVICTION_OPS=30000 \\
         pytest tests/test_restart.py
 """
 
@@ -127,7 +127,7 @@ def test_a_redis_killed_and_restarted_mid_workload_serves_no_stale_row(
         operations=RESTART_OPS,
         processes=processes,
         during=crash_and_restart,
-        max_seconds=90,
+        max_seconds=90 + RESTART_OPS / 100,
     )
     recovered = timeline["hits again"] - timeline["restarted"]
     show(
@@ -178,7 +178,7 @@ def test_eviction_pressure_serves_no_stale_row(
         readers=32,
         operations=EVICTION_OPS,
         during=read_every_row_once,
-        max_seconds=120,
+        max_seconds=120 + EVICTION_ROWS / 500 + EVICTION_OPS / 100,
     )
     info = server.client().info()
     show(
