@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from django_cacheaside import signals
+from django_cacheaside import coalescing, signals
 from django_cacheaside.backend import Read, get_backend
 from django_cacheaside.codec import NOT_FOUND
 from django_cacheaside.exceptions import NotCacheable
@@ -45,6 +45,16 @@ def prepare(
     return entry, ttl if missing else ttl + manager._refresh.stale_ms
 
 
+def _other_pk(lookup: Lookup, found: Any) -> bool:
+    """Whether the database answered a pk lookup with a row of another pk (a case-insensitive
+    collation matching ``"ABC"`` to ``"abc"``): its entry would be refused under this key as one
+    copied from elsewhere, so it is not written; the row is read from the database each time."""
+    if not lookup.is_pk or found is NOT_FOUND:
+        return False
+    attname, pk = lookup.items[0]
+    return bool(getattr(found, attname) != pk)
+
+
 def load_and_fill(
     manager: CacheAsideManager[Any],
     db: str,
@@ -68,12 +78,13 @@ def load_and_fill(
         if read.lease is not None:
             backend.release(read.lease)
         raise
-    prepared = prepare(manager, found, duration, key, pointer)
+    prepared = None if _other_pk(lookup, found) else prepare(manager, found, duration, key, pointer)
     written = False
     if prepared is not None and read.stamp is not None:
         entry, key_ttl = prepared
         if start is None or start.admits(backend, manager._tags, {key: found}, key_ttl):
-            written = backend.fill(key, read.stamp, entry, key_ttl, read.lease)
+            stamp, lease = read.stamp, read.lease
+            written = coalescing.confirming(lambda: backend.fill(key, stamp, entry, key_ttl, lease))
         elif read.lease is not None:
             backend.release(read.lease)
         signals.cache_fill.send(sender=manager.model, key=key, written=written, duration=duration)

@@ -232,14 +232,14 @@ def query_key(redis_client: Any) -> str:
 @pytest.mark.parametrize(
     "garbage",
     [
-        b"",
-        b"\xc1",
-        os.urandom(40),
-        pickle.dumps([1, 2]),
-        b"\x92\xa1x\xc0",  # ["x", None]: not pks
-        b"\x91\x91\x01",  # [[1]]
-        b"\x81\x01\x02",  # {1: 2}
-        b"\x91\xc3",  # [True]: a count or exists entry, not a list of pks
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xc1", id="never-used-byte"),
+        pytest.param(random.Random(6).randbytes(40), id="random"),
+        pytest.param(pickle.dumps([1, 2]), id="pickle"),
+        pytest.param(b"\x92\xa1x\xc0", id="not-pks"),  # ["x", None]
+        pytest.param(b"\x91\x91\x01", id="nested"),  # [[1]]
+        pytest.param(b"\x81\x01\x02", id="map"),  # {1: 2}
+        pytest.param(b"\x91\xc3", id="bool"),  # [True]: an exists entry, not a list of pks
     ],
 )
 def test_a_garbage_query_result_is_a_miss(redis_client: Any, signed: bool, garbage: bytes) -> None:
@@ -461,3 +461,30 @@ def test_stats_under_one_prefix_are_invisible_to_the_other(
     use_prefix(settings, b)
     (row,) = stats.snapshot(window=300).model("testapp.Article")
     assert row["misses"] == 1  # B's own count survived A's reset
+
+
+def test_a_row_answered_for_another_pk_is_served_but_not_cached(
+    redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database whose collation matches a pk case-insensitively answers ``get(pk="ABC")`` with
+    row ``"abc"``. Its entry would be refused under ``"ABC"``'s key, so it is not written."""
+    first, second = ArticleFactory.create_batch(2)
+    load = Article.cached._load
+
+    def case_insensitive(db: str, lookup: Any) -> tuple[Any, float]:
+        return load(db, lookup._replace(items=((lookup.items[0][0], second.pk),)))
+
+    monkeypatch.setattr(Article.cached, "_load", case_insensitive)
+    errors: list[str] = []
+
+    def record(sender: Any, operation: str, **kwargs: Any) -> None:
+        errors.append(operation)
+
+    signals.cache_error.connect(record)
+    try:
+        assert Article.cached.get(pk=first.pk).pk == second.pk  # what the database answered
+        assert Article.cached.get(pk=first.pk).pk == second.pk
+    finally:
+        signals.cache_error.disconnect(record)
+    assert not redis_client.hexists(Article.cached.key_for_pk(first.pk), "d")
+    assert errors == []
