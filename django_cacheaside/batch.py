@@ -1,9 +1,10 @@
 """``get_many``: many objects in one Redis round trip, one query for the misses, one fill.
 
 The lookups are plain pipelined ``HGET``s; misses then take their stamps and refill leases in one
-more round trip (one token for the batch, one lease per object). Objects whose lease another caller holds are waited for together, with the
-same backoff and bound as single reads; what is still missing when the wait runs out is read with
-the rest of the misses and not filled.
+more round trip (one token for the batch, one lease per object). The misses leased to this batch
+are loaded and filled first; then the objects whose lease another caller holds are waited for
+together, with the same backoff and bound as single reads. What is still missing when the wait
+runs out is read from the database (one more query) and not filled.
 """
 
 from __future__ import annotations
@@ -120,10 +121,15 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
             leases=[leases[pk] for pk in unusable],
         )
         misses.update(zip(unusable, again, strict=True))
-    if waiting:
-        _wait(manager, backend, db, waiting, leases, found, misses)
+    # Our own misses first: a batch never holds leases while it waits for another caller's (two
+    # overlapping batches would each wait LOCK_WAIT for the other).
     if misses:
         _load_and_fill(manager, backend, db, misses, key_of, found)
+    if waiting:
+        late: dict[Any, Read] = {}
+        _wait(manager, backend, db, waiting, leases, found, late)
+        if late:
+            _load_and_fill(manager, backend, db, late, key_of, found)
     return {pk: found[pk] for pk in wanted if pk in found}
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django_cacheaside import keys
+from django_cacheaside import coalescing, keys
 from django_cacheaside.backend import UNAVAILABLE, Backend, Lease, Read
 
 FIRST_DELAY = 0.002  # seconds before the first re-read
@@ -53,6 +53,7 @@ def wait_for_fill(
             return None, UNAVAILABLE, time.monotonic() - started
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, MAX_DELAY)
+        coalescing.observing()
         read = backend.read_or_begin(key, ttl_ms, lease=lease)
         found = decode(read.entry)
         if found is not None:

@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any, Generic, cast
 
 from django.db import connections, models, router
 
-from django_cacheaside import batch, fills, keys, locks, registry, signals, transactions
+from django_cacheaside import (
+    batch,
+    coalescing,
+    fills,
+    keys,
+    locks,
+    registry,
+    signals,
+    transactions,
+)
 from django_cacheaside.backend import UNAVAILABLE, Read, get_backend, report_error
 from django_cacheaside.coalescing import Flights
 from django_cacheaside.codec import ANY_PK, NOT_FOUND, Codec
@@ -247,6 +256,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             backend = get_backend()
             lease = locks.new_lease(key, float(self.option("LOCK_TTL")))
             ttl = self._ttl_ms()
+            coalescing.observing()
             read = backend.read_or_begin(key, ttl, entry=not replace, lease=lease)
             raw = read.entry
             found = self._decode(db, key, raw, pk)
@@ -315,6 +325,10 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             )
             if leading:
                 found = result[0]
+            elif result is coalescing.LATE:
+                # The leader read before we arrived: do it again ourselves (a hit, if its fill
+                # was written).
+                found = self._refill(db, lookup, key, replace)[0]
             else:
                 # A concurrent caller in this process loaded the row: build our own instance from
                 # its entry bytes (never share an instance between callers).
@@ -369,6 +383,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
 
     def _load(self, db: str, lookup: Lookup) -> tuple[Any, float]:
         """The row (or ``NOT_FOUND``) and the seconds the query took."""
+        coalescing.observing()
         started = time.perf_counter()
         try:
             obj: Any = self._base(db).get(**lookup.as_filter())

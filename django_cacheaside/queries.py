@@ -22,7 +22,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db import models
 from django.db.models import Q
 
-from django_cacheaside import keys, querycheck, signals
+from django_cacheaside import coalescing, keys, querycheck, signals
 from django_cacheaside.backend import get_backend, report_error
 from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 
@@ -212,6 +212,7 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
         gens = read.gens
 
         def load() -> Any:
+            coalescing.observing()
             started = time.perf_counter()
             value = _direct(_pks(qs, kind), kind)
             duration = time.perf_counter() - started
@@ -222,7 +223,9 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
         leading, value = manager._flights.run(
             ("query", db, plan.key), load, float(manager.option("LOCK_WAIT"))
         )
-        if not leading:
+        if not leading and value is coalescing.LATE:
+            value = load()  # the leader ran the query before we arrived: run it again
+        elif not leading:
             outcome = "coalesced" if value is not None else "timeout"
             signals.cache_lease.send(sender=self.model, key=plan.key, outcome=outcome, waited=0.0)
             value = _direct(_pks(qs, kind), kind) if value is None else value
@@ -301,8 +304,11 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
         except NotCacheable:
             signals.cache_bypass.send(sender=self.model, reason="not_cacheable")
             return
-        written = get_backend().query_fill(
-            plan.gens_key, plan.key, plan.fields, gens, entry, self._manager._ttl_ms(), gens_ttl
+        ttl = self._manager._ttl_ms()
+        written = coalescing.confirming(
+            lambda: get_backend().query_fill(
+                plan.gens_key, plan.key, plan.fields, gens, entry, ttl, gens_ttl
+            )
         )
         signals.cache_fill.send(sender=self.model, key=plan.key, written=written, duration=duration)
 

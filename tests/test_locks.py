@@ -321,7 +321,10 @@ def test_threads_of_one_process_coalesce_instead_of_polling_redis() -> None:
         signals.cache_lease.disconnect(record)
     assert all(not isinstance(r, BaseException) for r in results), results
     assert loads.count == 1
-    assert sorted(seen) == ["acquired"] + ["coalesced"] * 15  # nobody waited on the lease
+    # One took the lease; nobody waited on it. (A thread that joins the flight after the leader's
+    # fill was sent reads again rather than share, and finds the entry: it sends no outcome.)
+    assert seen.count("acquired") == 1
+    assert set(seen) <= {"acquired", "coalesced"}
 
 
 def test_concurrent_get_many_misses_load_each_row_once() -> None:
@@ -355,8 +358,40 @@ def test_get_many_wait_that_runs_out_reads_without_filling(
     held, free = ArticleFactory.create_batch(2)
     held_key = Article.cached.key_for_pk(held.pk)
     get_backend().read_or_begin(held_key, 60_000, lease=new_lease(held_key, 5))
-    with django_assert_num_queries(1):
+    # Two queries: its own miss first (filled before waiting), then the one whose wait ran out.
+    with django_assert_num_queries(2):
         assert list(Article.cached.get_many([held.pk, free.pk])) == [held.pk, free.pk]
     assert redis_client.hget(held_key, "d") is None  # waited, timed out, not filled
     assert redis_client.hget(Article.cached.key_for_pk(free.pk), "d") is not None
     assert not redis_client.exists(keys.lock_key(Article.cached.key_for_pk(free.pk)))
+
+
+def test_get_many_fills_its_own_misses_before_it_waits_for_another_callers(
+    settings: Any, redis_client: Any
+) -> None:
+    """Two overlapping batches must not each hold a lease while waiting for the other's: a batch
+    fills what it leased first, so the other's wait ends as soon as that fill lands."""
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "LOCK_WAIT": 3}
+    mine, theirs = ArticleFactory.create_batch(2)
+    their_key = Article.cached.key_for_pk(theirs.pk)
+    their_lease = new_lease(their_key, 5)
+    get_backend().read_or_begin(their_key, 60_000, lease=their_lease)  # another batch holds it
+    results: list[Any] = []
+
+    def read() -> None:
+        try:
+            results.append(Article.cached.get_many([mine.pk, theirs.pk]))
+        finally:
+            connections.close_all()
+
+    batch = threading.Thread(target=read)
+    batch.start()
+    my_key = Article.cached.key_for_pk(mine.pk)
+    deadline = time.monotonic() + 2
+    while redis_client.hget(my_key, "d") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert redis_client.hget(my_key, "d") is not None  # filled while the batch still waits
+    assert batch.is_alive()
+    get_backend().release(their_lease)  # the batch takes it over, loads, fills, returns
+    batch.join(5)
+    assert sorted(results[0]) == sorted([mine.pk, theirs.pk])
