@@ -222,7 +222,7 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
         (released,) = self._run_pipeline([("EVALSHA", sha, 1, lease.key, lease.token)])
         return int(released) == 1
 
-    @fail_open(default=False)
+    @fail_open(default=False, invalidation=True)
     def invalidate(self, operations: Sequence[tuple[str, ...]]) -> bool:
         """Run invalidation commands (``DEL``, ``HDEL``, ``ZREM``) in one round trip.
 
@@ -243,7 +243,7 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
         self._run_pipeline(commands)
         return True
 
-    @fail_open(default=None)
+    @fail_open(default=None, invalidation=True)
     def delete_matching(self, pattern: str, batch: int = 1000) -> int | None:
         """Delete every key matching ``pattern`` except refill leases, found by ``SCAN`` (never
         ``KEYS``) ``batch`` at a time; one ``DEL`` round trip per batch found. Answers the count,
@@ -268,7 +268,7 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
             if cursor == 0:
                 return deleted
 
-    @fail_open(default=False)
+    @fail_open(default=False, invalidation=True)
     def delete(self, keys: Sequence[str]) -> bool:
         """Drop the entries and stamps under ``keys`` in one round trip. ``False`` if Redis failed."""
         if not keys:

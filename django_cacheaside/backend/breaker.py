@@ -9,8 +9,10 @@ that one attribute read is all the breaker costs. It becomes degraded
 * when an invalidation could not be delivered and waits for a replay (:meth:`Breaker.hold`, see
   :mod:`django_cacheaside.replay`).
 
-While degraded, no caller talks to Redis: reads are misses answered from the database and not
-filled, invalidations are kept for the replay. One background thread per process does the talking:
+While degraded, reads are misses answered from the database and not filled. While open, no caller
+talks to Redis at all and invalidations are kept for the replay; once closed again (recovering,
+or holding a replay) invalidations are sent at once, since other processes may already be reading
+from Redis. One background thread per process does the rest:
 
 * while open, it probes with ``PING`` once every ``BREAKER_COOLDOWN`` seconds;
 * once Redis answers, it closes the breaker and replays the invalidations this process kept;
@@ -104,11 +106,12 @@ class Breaker:
             self.degraded = True
             self._start_thread()
 
-    def passing(self) -> bool:
-        """Whether this call may go to Redis although the breaker is degraded."""
+    def passing(self, invalidation: bool = False) -> bool:
+        """Whether this call may go to Redis although the breaker is degraded: the recovery
+        thread's, and invalidations unless the breaker is open."""
         if self._pid != os.getpid():
             self._after_fork()
-        return recovering()
+        return recovering() or (invalidation and not self.open_until)
 
     def close(self) -> None:
         """Stop the recovery thread: the backend this breaker guards is discarded."""

@@ -59,19 +59,21 @@ def report_error(operation: str, error: Exception) -> None:
 
 
 def fail_open(
-    default: Any,
+    default: Any, *, invalidation: bool = False
 ) -> Callable[[Callable[Concatenate[Any, P], R]], Callable[Concatenate[Any, P], R]]:
     """Turn any Redis failure of the wrapped backend method into ``default`` (after reporting it).
 
     While the backend's circuit breaker is degraded the method is not called at all: ``default``
-    at once (see :mod:`django_cacheaside.backend.breaker`).
+    at once (see :mod:`django_cacheaside.backend.breaker`). An ``invalidation`` method is still
+    called while the breaker is closed (recovering or holding a replay): Redis answers then, and
+    other processes may already read from it.
     """
 
     def decorate(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
         @functools.wraps(method)
         def wrapper(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
             breaker = self.breaker
-            if breaker.degraded and not breaker.passing():
+            if breaker.degraded and not breaker.passing(invalidation):
                 skipped: R = default
                 return skipped
             try:

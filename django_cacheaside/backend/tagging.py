@@ -38,7 +38,7 @@ class TagCommands(Commands):
         replies = self._run_pipeline(commands)
         return {tag: int(reply) for tag, reply in zip(tags, replies, strict=True)}
 
-    @fail_open(default=None)
+    @fail_open(default=None, invalidation=True)
     def purge_tags(self, clock_key: str, tag_keys: Sequence[str]) -> list[str] | None:
         """Mark each tag purged at a new clock value, drop its set, answer its live members.
 
