@@ -141,7 +141,8 @@ def test_a_redis_killed_and_restarted_mid_workload_serves_no_stale_row(
     assert not report.errors, "\n".join(report.errors[:10])
     assert not report.violations, "\n".join(report.violations[:10])
     # The test really crashed a Redis the app was using, and the app used it again afterwards.
-    assert timeline["keys before"] > 100
+    # (100 hot rows, skewed: most but not always all of them are cached by then, plus the marker.)
+    assert timeline["keys before"] > 50
     assert timeline["marker kept"] == persistence  # kept on disk, or lost with the process
     assert timeline["hits after restart"] >= 100
     if processes == 0:
