@@ -16,10 +16,10 @@ from Redis. One background thread per process does the rest:
 
 * while open, it probes with ``PING`` once every ``BREAKER_COOLDOWN`` seconds;
 * once Redis answers, it closes the breaker and replays the invalidations this process kept;
-* after an outage it keeps the process degraded for one more cool-down (plus the timeouts of one
-  probe, :func:`grace_period`). Every process probes at least that often, so by then every
-  process that saw the outage and kept invalidations has replayed them: an entry one of them made
-  stale is gone before anyone reads it;
+* after an outage it keeps the process degraded for two more cool-downs (plus the timeouts of
+  one probe, :func:`grace_period`). Every process probes at least once per cool-down, so by then
+  every process that saw the outage and kept invalidations has found Redis back and replayed
+  them: an entry one of them made stale is gone before anyone reads it;
 * then it clears :attr:`degraded` and exits.
 
 Error replies (``WRONGTYPE`` and such) mean Redis is there: they fail the call but never count
@@ -148,9 +148,10 @@ class Breaker:
         _local.active = True
         retry = FIRST_RETRY
         cooldown = float(app_settings.BREAKER_COOLDOWN)
+        outage = False  # the breaker was open since the last grace period
         while self._sleep(self.open_until - time.monotonic() if self.open_until else retry):
-            outage = bool(self.open_until)
-            if outage:
+            if self.open_until:
+                outage = True
                 if not self._ping():
                     continue  # failed() moved open_until one cool-down on
                 with self._lock:
@@ -162,9 +163,13 @@ class Breaker:
                 holds, replay = self._holds, self._replay
             if replay is not None and not replay():
                 retry = min(retry * 2, cooldown)
-                continue
-            if outage and not self._sleep(grace_period()):
-                return  # let every other process replay what it kept before trusting Redis
+                continue  # (an outage seen stays seen: its grace period is still owed)
+            if outage:
+                # Let every other process that saw the outage replay what it kept before this
+                # one trusts Redis again.
+                if not self._sleep(grace_period()):
+                    return
+                outage = False
             with self._lock:
                 if self.open_until or self._holds != holds:
                     continue  # it failed again, or more invalidations came: another round
@@ -175,13 +180,17 @@ class Breaker:
 
 
 def grace_period() -> float:
-    """Seconds a process waits after an outage before it trusts Redis again.
+    """Seconds a process waits after an outage before it trusts Redis again: two cool-downs and
+    the timeouts of one probe.
 
-    Another process that saw the same outage probes at least once per cool-down, and a probe takes
-    at most the connect and socket timeouts: by then it has found Redis back and replayed.
+    Another process that saw the same outage probes at least once per cool-down plus a probe's
+    timeouts, so it finds Redis back at most that long after this one did; the second cool-down
+    is the time its replay may take (the history checker found stale reads with only one, under
+    load: a replay that started late or ran long).
     """
     timeouts = [app_settings.SOCKET_CONNECT_TIMEOUT, app_settings.SOCKET_TIMEOUT]
-    return float(app_settings.BREAKER_COOLDOWN) + sum(float(t) for t in timeouts if t is not None)
+    probe = sum(float(t) for t in timeouts if t is not None)
+    return 2 * float(app_settings.BREAKER_COOLDOWN) + probe
 
 
 def describe(breaker: Breaker) -> dict[str, Any]:
