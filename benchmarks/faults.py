@@ -76,7 +76,6 @@ def main(argv: Sequence[str]) -> int:
         return 2
     create_tables()
     try:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from invalidation import seed
 
         _owner, pks = seed(CachedRow, 1)

@@ -148,6 +148,29 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+# (setting, valid?, hint, check id) of the breaker's and the replay's numbers.
+_RELIABILITY_NUMBERS = (
+    (
+        "BREAKER_THRESHOLD",
+        _positive_int,
+        "Set BREAKER_THRESHOLD to a whole number of consecutive failures, 1 or more (e.g. 5).",
+        "cacheaside.E017",
+    ),
+    (
+        "BREAKER_COOLDOWN",
+        _positive_number,
+        "Set BREAKER_COOLDOWN to a number of seconds greater than 0 (e.g. 5).",
+        "cacheaside.E017",
+    ),
+    (
+        "REPLAY_LIMIT",
+        _positive_int,
+        "Set REPLAY_LIMIT to a whole number of invalidations, 1 or more (e.g. 10000).",
+        "cacheaside.E018",
+    ),
+)
+
+
 def _reliability_errors(value: dict[str, Any]) -> list[CheckMessage]:
     """Socket timeouts, the circuit breaker, invalidation replay, entry signing."""
     errors: list[CheckMessage] = []
@@ -162,34 +185,10 @@ def _reliability_errors(value: dict[str, Any]) -> list[CheckMessage]:
                     id="cacheaside.E016",
                 )
             )
-    threshold = value.get("BREAKER_THRESHOLD", DEFAULTS["BREAKER_THRESHOLD"])
-    if not _positive_int(threshold):
-        errors.append(
-            Error(
-                f"CACHEASIDE['BREAKER_THRESHOLD'] is {threshold!r}.",
-                hint="Set BREAKER_THRESHOLD to a whole number of consecutive failures, 1 or more "
-                "(e.g. 5).",
-                id="cacheaside.E017",
-            )
-        )
-    cooldown = value.get("BREAKER_COOLDOWN", DEFAULTS["BREAKER_COOLDOWN"])
-    if not _positive_number(cooldown):
-        errors.append(
-            Error(
-                f"CACHEASIDE['BREAKER_COOLDOWN'] is {cooldown!r}.",
-                hint="Set BREAKER_COOLDOWN to a number of seconds greater than 0 (e.g. 5).",
-                id="cacheaside.E017",
-            )
-        )
-    limit = value.get("REPLAY_LIMIT", DEFAULTS["REPLAY_LIMIT"])
-    if not _positive_int(limit):
-        errors.append(
-            Error(
-                f"CACHEASIDE['REPLAY_LIMIT'] is {limit!r}.",
-                hint="Set REPLAY_LIMIT to a whole number of invalidations, 1 or more (e.g. 10000).",
-                id="cacheaside.E018",
-            )
-        )
+    for name, valid, hint, check_id in _RELIABILITY_NUMBERS:
+        setting = value.get(name, DEFAULTS[name])
+        if not valid(setting):
+            errors.append(Error(f"CACHEASIDE[{name!r}] is {setting!r}.", hint=hint, id=check_id))
     if not isinstance(value.get("SIGN_ENTRIES", False), bool):
         errors.append(
             Error(

@@ -92,9 +92,7 @@ def coarsen(operations: Iterable[Operation]) -> list[Operation]:
             continue
         if kind == "PURGE":
             namespace = tag_namespace(key)
-            labels = [
-                _manager(m)._label for m in registry.cached_models() if _manager(m)._tags.enabled
-            ]
+            labels = [_manager(m)._label for m in tagged_models()]
         else:
             target = op[2] if kind == "ZREM" else key  # a tag set's member is an object key
             brace = target.index("{")
@@ -102,6 +100,11 @@ def coarsen(operations: Iterable[Operation]) -> list[Operation]:
         for label in labels:
             patterns[keys.model_pattern(namespace, label)] = None
     return [("SCAN", pattern) for pattern in patterns]
+
+
+def tagged_models() -> list[type[models.Model]]:
+    """The cached models whose managers tag their rows."""
+    return [m for m in registry.cached_models() if _manager(m)._tags.enabled]
 
 
 def _manager(model: type[models.Model]) -> Any:
@@ -273,7 +276,7 @@ def invalidate_tags(*tags: str, using: str = DEFAULT_DB_ALIAS) -> int:
         return 0
     namespace = keys.namespace(app_settings.KEY_PREFIX)
     operations: list[Operation] = [("PURGE", keys.tag_key(namespace, tag)) for tag in names]
-    tagged = [m for m in registry.cached_models() if _manager(m)._tags.enabled]
+    tagged = tagged_models()
     for model in tagged:
         operations += query_operations(model)
     return apply(tagged, operations, using, "tag")
