@@ -6,6 +6,7 @@ Each command first makes sure ``.venv/`` exists and has the project installed wi
 
     demo    migrate, seed and run the example project's demo (SQLite + embedded Redis by default)
     serve   migrate, seed and serve the example project on http://127.0.0.1:8000/
+    load    migrate, seed, then the example's pages under HTTP load, cache on and off (args may follow)
     test    the test suite (pytest arguments may follow)
     smoke   the example project's own smoke tests (example_project/tests)
     lint    ruff check, ruff format --check, mypy --strict
@@ -82,6 +83,9 @@ def main(argv: list[str]) -> None:
     elif command == "serve":
         prepare_example()
         manage("runserver", "127.0.0.1:8000", *rest)
+    elif command == "load":
+        prepare_example()
+        manage("load", *rest)
     elif command == "test":
         run(PYTHON, "-m", "pytest", *rest)
     elif command == "smoke":

@@ -7,6 +7,7 @@ lives as long as the process. Development settings only: never deploy them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django_cacheaside.dev import database, is_embedded, redis_url
@@ -69,6 +70,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 else:
     # Not "test_<NAME>": the library's own test suite uses that one, maybe at the same time.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_example"}
+# A server thread keeps its connection while its client keeps the HTTP connection alive (the
+# threaded runserver and `manage.py load` close it when the client goes), as a production server
+# would with persistent connections; 0 would open one per request, even for cached pages.
+DATABASES["default"]["CONN_MAX_AGE"] = 60
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # -- Redis and the cache -----------------------------------------------------------------------
@@ -78,6 +83,9 @@ REDIS_EMBEDDED = is_embedded(REDIS_URL)
 
 CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
 CACHEASIDE = {"KEY_PREFIX": "example", "TTL": 300}
+# The pages read with Model.cached; False (EXAMPLE_CACHE=off) makes them read the same rows with
+# Model.objects instead (saas/reads.py), to compare. `manage.py load` measures both.
+READ_THROUGH_CACHE = os.environ.get("EXAMPLE_CACHE", "on").lower() not in ("off", "0", "false")
 
 # -- the rest ----------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
+from saas import reads
 from saas.environment import describe_database, describe_redis
 from saas.stats import CacheCounter
 
@@ -48,6 +49,7 @@ def cache_stats(request: HttpRequest) -> dict[str, Any]:
     after the view's reads) and what the project runs on."""
     return {
         "cache_stats": getattr(request, "cache_stats", None),
+        "cache_on": reads.cache_on(),
         "database_in_use": describe_database(),
         "redis_in_use": describe_redis(),
     }

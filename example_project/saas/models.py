@@ -1,8 +1,9 @@
 """A tiny multi-tenant app: organisations, their members' profiles, articles and a hot dashboard.
 
 Every model keeps Django's ``objects`` as its default manager and adds ``cached``, a
-``CacheAsideManager`` whose ``get()`` / ``get_many()`` read through Redis. ``auth.User`` gets its
-``User.cached`` from ``register()`` in ``SaasConfig.ready()``.
+``CacheAsideManager`` whose ``get()`` / ``get_many()`` / ``filter()`` read through Redis.
+``auth.User`` gets its ``User.cached`` from ``register()`` in ``SaasConfig.ready()``. Articles are
+tagged by organisation, so ``invalidate_tags(org.articles_tag)`` drops all of one tenant's articles.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class Organisation(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("organisation", args=[self.slug])
 
+    @property
+    def articles_tag(self) -> str:
+        """The tag of this organisation's cached articles (``Article.cached``'s ``tags=("org",)``)."""
+        return f"org:{self.pk}"
+
 
 class Profile(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
@@ -53,7 +59,8 @@ class Article(models.Model):
     published_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = models.Manager()
-    cached: CacheAsideManager[Article] = CacheAsideManager()  # TTL from settings.CACHEASIDE
+    # TTL from settings.CACHEASIDE; each entry is tagged "org:<org_id>" (Organisation.articles_tag).
+    cached: CacheAsideManager[Article] = CacheAsideManager(tags=("org",))
 
     class Meta:
         unique_together = (("org", "slug"),)

@@ -1,7 +1,8 @@
-"""Pages that read through ``Model.cached``; the default managers only list primary keys.
+"""Pages that read through ``Model.cached`` (or ``Model.objects`` with the cache off: ``saas.reads``).
 
-``cached.get()`` takes exact lookups on the pk or a unique field (set); lists are not cached yet, so
-a list is "pks from the ORM, then ``cached.get_many(pks)``": one cheap index query, rows from Redis.
+``cached.get()`` takes exact lookups on the pk or a unique field (set); a list is
+``cached.filter(...).order_by(...)[:n]``, which caches the pks of the query and builds each object
+from its own entry (docs/querysets.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from saas import reads
 from saas.models import Article, Dashboard, Organisation, Profile
 
 ARTICLES_PER_PAGE = 20
@@ -28,21 +30,23 @@ class ArticleTitleForm(forms.Form):
 
 def _org_or_404(slug: str) -> Organisation:
     try:
-        return Organisation.cached.get(slug=slug)
+        org: Organisation = reads.manager(Organisation).get(slug=slug)
     except Organisation.DoesNotExist:
         raise Http404("No such organisation.") from None
+    return org
 
 
 def _article_or_404(org: Organisation, slug: str) -> Article:
     try:
-        return Article.cached.get(org=org, slug=slug)
+        article: Article = reads.manager(Article).get(org=org, slug=slug)
     except Article.DoesNotExist:
         raise Http404("No such article.") from None
+    return article
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    orgs = list(Organisation.objects.order_by("name"))  # a listing: the ORM
+    orgs = list(reads.manager(Organisation).order_by("name"))
     return render(request, "saas/home.html", {"orgs": orgs})
 
 
@@ -50,22 +54,16 @@ def home(request: HttpRequest) -> HttpResponse:
 def organisation(request: HttpRequest, org_slug: str) -> HttpResponse:
     org = _org_or_404(org_slug)
     try:
-        dashboard: Dashboard | None = Dashboard.cached.get(org=org)
+        dashboard: Dashboard | None = reads.manager(Dashboard).get(org=org)
     except Dashboard.DoesNotExist:
         dashboard = None
-    article_pks = list(
-        Article.objects.filter(org=org)
-        .order_by("-published_at", "pk")
-        .values_list("pk", flat=True)[:ARTICLES_PER_PAGE]
+    # Cached queries: the pks of each list are cached, and invalidated when a write could change
+    # which rows match or their order; the rows come from their own entries.
+    articles = list(
+        reads.manager(Article).filter(org=org).order_by("-published_at", "pk")[:ARTICLES_PER_PAGE]
     )
-    articles = Article.cached.get_many(article_pks).values()
-    profile_pks = list(
-        Profile.objects.filter(org=org)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:MEMBERS_PER_PAGE]
-    )
-    profiles = list(Profile.cached.get_many(profile_pks).values())
-    users = User.cached.get_many([p.user_id for p in profiles])
+    profiles = list(reads.manager(Profile).filter(org=org).order_by("pk")[:MEMBERS_PER_PAGE])
+    users = reads.get_many(User, (p.user_id for p in profiles))
     members = [(p, users[p.user_id]) for p in profiles if p.user_id in users]
     context = {"org": org, "dashboard": dashboard, "articles": articles, "members": members}
     return render(request, "saas/organisation.html", context)
@@ -74,11 +72,11 @@ def organisation(request: HttpRequest, org_slug: str) -> HttpResponse:
 @require_GET
 def profile(request: HttpRequest, username: str) -> HttpResponse:
     try:
-        user = User.cached.get(username=username)
-        member = Profile.cached.get(user=user)
+        user = reads.manager(User).get(username=username)
+        member = reads.manager(Profile).get(user=user)
     except (User.DoesNotExist, Profile.DoesNotExist):
         raise Http404("No such member.") from None
-    org = Organisation.cached.get(pk=member.org_id)
+    org = reads.manager(Organisation).get(pk=member.org_id)
     return render(request, "saas/profile.html", {"member": member, "person": user, "org": org})
 
 
