@@ -62,7 +62,22 @@ def test_demo_quick_prints_the_tables() -> None:
     assert re.search(r"ORM objects\.get\s+\|\s+200 \|\s+200 \|", output), output
     assert re.search(r"cached\.get, same again\s+\|\s+200 \|\s+0 \|\s+200 \|\s+0 \|", output)
     assert "-> fresh" in output
-    # 4 readers: the plain helper queries up to 4 times per stampede, Model.cached once.
-    assert re.search(r"plain cache-aside\s+\|\s+4 \|\s+1 \|\s+[2-4] \|", output), output
-    assert re.search(r"Model\.cached\s+\|\s+4 \|\s+1 \|\s+1 \|", output), output
+    # The list of the biggest organisation: a miss, a hit without queries, then the tag purge
+    # drops every cached article of it (at least the listed ones) and the list is read again.
+    listed = min(20, max(Article.objects.filter(org=o).count() for o in Organisation.objects.all()))
+    assert re.search(rf"first read\s+{listed} articles  \[\d+ hits?, \d+ miss", output), output
+    assert re.search(
+        rf"read again\s+{listed} articles  \[{listed + 1} hits, 0 misses, 0 DB", output
+    )
+    purged = re.search(r"invalidate_tags\('org:(\d+)'\)  dropped (\d+) cached entr", output)
+    assert purged is not None, output
+    assert int(purged[2]) >= listed
+    assert Organisation.objects.filter(pk=purged[1]).exists()
+    assert re.search(rf"after the purge\s+{listed} articles  \[0 hits, {listed + 1} misses", output)
+    # 4 readers: without a lock the plain helper and LOCK_WAIT=0 query up to 4 times per stampede
+    # (at least twice: the readers start together and each query takes 50 ms); with it, once.
+    no_lock = r"\|\s+4 \|\s+1 \|\s+[2-4] \|"
+    assert re.search(r"plain cache-aside\s+\|\s+none " + no_lock, output), output
+    assert re.search(r"LOCK_WAIT=0\s+\| not waited for " + no_lock, output), output
+    assert re.search(r"Model\.cached\s+\|\s+refill lease \|\s+4 \|\s+1 \|\s+1 \|", output), output
     assert "\r" in output  # the progress bar redraws in place

@@ -3,10 +3,12 @@
 Part 1, reads: the same skewed (Zipf-like) sequence of profile and article reads through the ORM,
 then through ``Model.cached`` from a cold cache, then through ``Model.cached`` again (warm), counting
 database queries and cache hits and misses; then one write, to show the next cached read returns
-the new value.
+the new value; then an organisation's article list through ``Article.cached.filter()``, and a purge
+of that organisation's articles by their tag.
 
 Part 2, stampede: many threads read the hot ``Dashboard`` row right after it was invalidated, with
-every database query slowed down, and we count how many queries reach the database.
+every database query slowed down, and we count how many queries reach the database: without a lock
+(the textbook helper, and ``Model.cached`` with ``LOCK_WAIT = 0``) and with ``Model.cached``'s.
 """
 
 from __future__ import annotations
@@ -21,18 +23,20 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import connection, reset_queries, transaction
 from django.db.models import Model
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, override_settings
 
-from django_cacheaside import CacheAsideManager, invalidate
+from django_cacheaside import CacheAsideManager, invalidate, invalidate_tags
 from saas import cachekeys
 from saas.environment import describe_database, describe_redis
 from saas.models import Article, Dashboard, Organisation, Profile
 from saas.stats import CacheCounter
+from saas.views import ARTICLES_PER_PAGE
 
 ZIPF_EXPONENT = 1.0
 EDIT_SUFFIX = " (edited by the demo)"
@@ -175,6 +179,7 @@ class Scenario:
     """
 
     label: str
+    lock: str
     read: Callable[[Any], Model]
     drop: Callable[[Model], None]
     setup: Callable[[], AbstractContextManager[Any]] = nullcontext
@@ -193,15 +198,33 @@ def plain_cache_aside(pk: Any) -> Model:
     return row
 
 
+def no_lock_wait() -> AbstractContextManager[Any]:
+    """``LOCK_WAIT = 0``: a reader that misses never waits for another's refill, it loads."""
+    return override_settings(CACHEASIDE={**settings.CACHEASIDE, "LOCK_WAIT": 0})
+
+
+def cached_dashboard(pk: Any) -> Model:
+    return Dashboard.cached.get(pk=pk)
+
+
 SCENARIOS: list[Scenario] = [
-    Scenario("plain cache-aside", plain_cache_aside, lambda row: cache.delete(_plain_key(row.pk))),
-    Scenario("Model.cached", lambda pk: Dashboard.cached.get(pk=pk), invalidate),
+    Scenario(
+        "plain cache-aside",
+        "none",
+        plain_cache_aside,
+        lambda row: cache.delete(_plain_key(row.pk)),
+    ),
+    Scenario(
+        "Model.cached, LOCK_WAIT=0", "not waited for", cached_dashboard, invalidate, no_lock_wait
+    ),
+    Scenario("Model.cached", "refill lease", cached_dashboard, invalidate),
 ]
 
 
 @dataclass
 class StampedeResult:
     label: str
+    lock: str
     readers: int
     queries: list[int] = field(default_factory=list)  # one entry per stampede
     durations: list[float] = field(default_factory=list)
@@ -213,6 +236,7 @@ class StampedeResult:
         per = f"{low}" if low == high else f"{sum(self.queries) / rounds:.1f} ({low}-{high})"
         return [
             self.label,
+            self.lock,
             str(self.readers),
             str(rounds),
             per,
@@ -223,7 +247,7 @@ class StampedeResult:
 
 
 STAMPEDE_HEADERS = [
-    "path", "readers", "stampedes", "DB queries/stampede", "misses/stampede", "fills/stampede",
+    "path", "lock", "readers", "stampedes", "DB queries/stampede", "misses/stampede", "fills/stampede",
     "slowest stampede",
 ]  # fmt: skip
 
@@ -284,7 +308,7 @@ def run_stampedes(
     rounds: int,
     delay: float,
 ) -> StampedeResult:
-    result = StampedeResult(scenario.label, readers)
+    result = StampedeResult(scenario.label, scenario.lock, readers)
     progress = Progress(out, f"stampede {scenario.label}", rounds)
     with scenario.setup():
         for done in range(rounds):
@@ -357,6 +381,7 @@ class Command(BaseCommand):
             "miss (one query, then a fill), every later read a hit; the second pass only hits."
         )
         self.show_write(targets)
+        self.show_list_and_purge()
 
         say(
             f"\nPart 2 - stampede: {threads} threads read the hot Dashboard row right after "
@@ -369,12 +394,15 @@ class Command(BaseCommand):
         for line in table(STAMPEDE_HEADERS, [r.row() for r in stampedes]):
             say(line)
         for result in stampedes:
+            most = max(result.queries)
             say(
-                f"  {result.label}: {max(result.queries)} queries for {threads} concurrent readers."
+                f"  {result.label}: at most {most} quer{'y' if most == 1 else 'ies'} "
+                f"for {threads} concurrent readers."
             )
         say(
             "  Model.cached takes a refill lease on a miss and coalesces the threads of one "
-            "process: one loader, the others wait for its fill."
+            "process: one loader, the others wait (up to LOCK_WAIT) for its fill. With "
+            "LOCK_WAIT=0 nobody waits, and every reader that missed loads the row itself."
         )
 
     def hot_dashboard(self) -> Dashboard:
@@ -412,6 +440,44 @@ class Command(BaseCommand):
         row.save(update_fields=["title"])
         restored, cost = cached_article(pk)
         say(f"    title restored      {restored.title!r}  [{cost}]")
+
+    def show_list_and_purge(self) -> None:
+        """The biggest organisation's latest articles as a cached query, then a purge of its tag."""
+        say = self.stdout.write
+        org = max(Organisation.objects.all(), key=lambda o: o.articles.count(), default=None)
+        if org is None:
+            return
+
+        def latest() -> list[Article]:
+            query = Article.cached.filter(org=org).order_by("-published_at", "pk")
+            return list(query[:ARTICLES_PER_PAGE])
+
+        say(
+            f"\n  list: {org.name}'s latest articles, Article.cached.filter(org=org)"
+            f'.order_by("-published_at", "pk")[:{ARTICLES_PER_PAGE}]'
+        )
+        for label in ("first read", "read again"):
+            rows, cost = measured(latest)
+            say(f"    {label:<19} {len(rows)} articles  [{cost}]")
+        deleted = invalidate_tags(org.articles_tag)
+        say(
+            f"    invalidate_tags({org.articles_tag!r})  dropped {deleted} cached "
+            f"entr{'y' if deleted == 1 else 'ies'}, every cached article of {org.name} "
+            "(Article.cached has tags=('org',)); Article's cached lists went stale with them"
+        )
+        rows, cost = measured(latest)
+        say(f"    after the purge     {len(rows)} articles  [{cost}]")
+
+
+def measured(read: Callable[[], Any]) -> tuple[Any, str]:
+    """``read()`` and what it cost ("2 hits, 0 misses, 0 DB queries")."""
+    with CacheCounter(this_thread_only=True) as counter, CaptureQueriesContext(connection) as q:
+        result = read()
+    return result, (
+        f"{counter.hits} hit{'s' * (counter.hits != 1)}, "
+        f"{counter.misses} miss{'es' * (counter.misses != 1)}, "
+        f"{len(q)} DB quer{'y' if len(q) == 1 else 'ies'}"
+    )
 
 
 def cached_article(pk: Any) -> tuple[Article, str]:
