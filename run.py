@@ -11,6 +11,8 @@ Each command first makes sure ``.venv/`` exists and has the project installed wi
     smoke   the example project's own smoke tests (example_project/tests)
     lint    ruff check, ruff format --check, mypy --strict
     bench   the benchmark table (benchmarks/run.py; arguments may follow)
+    package build the sdist and wheel, install each in a fresh venv and smoke-test it there
+    matrix  the suite on every supported Python x Django pair (noxfile.py; nox arguments may follow)
 
 ``DATABASE_URL`` (postgres://...) and ``REDIS_URL`` (redis://...) are used when set and reachable.
 ``CACHEASIDE_VENV`` names another virtualenv directory and ``CACHEASIDE_PIN`` extra requirements
@@ -96,6 +98,10 @@ def main(argv: list[str]) -> None:
         run(BIN / "mypy", "django_cacheaside", "tests")
     elif command == "bench":
         run(PYTHON, "benchmarks/run.py", *rest)
+    elif command == "package":
+        run(PYTHON, "tools/package_smoke.py", *rest)
+    elif command == "matrix":
+        run(BIN / "nox", *rest)
     else:
         sys.exit(f"unknown command {command!r}; try: python3 run.py help")
 
