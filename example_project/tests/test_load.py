@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from saas.models import Article
 
 SMALL = ["--orgs", "3", "--users", "20", "--articles", "40"]
-SHORT = ["--duration", "1", "--warmup", "0.5", "--clients", "3"]
+SHORT = ["--duration", "1", "--warmup", "0.5", "--clients", "3", "--rounds", "2"]
 ROW = re.compile(
     r"cache (?P<mode>on|off)\s+\|\s+(?P<requests>[\d,]+) \|\s+(?P<errors>\d+) \|[^|]+\|"
     r"\s+(?P<rps>[\d,]+) \|\s+(?P<p50>[\d.]+) \|\s+(?P<p99>[\d.]+) \|"
@@ -57,7 +57,17 @@ def test_load_stops_at_the_request_budget() -> None:
     call_command("seed", *SMALL, stdout=io.StringIO())
     out = io.StringIO()
     call_command(
-        "load", *SHORT, "--duration", "30", "--requests", "50", "--modes", "off", stdout=out
+        "load",
+        *SHORT,
+        "--duration",
+        "30",
+        "--requests",
+        "50",
+        "--warmup",
+        "0",
+        "--modes",
+        "off",
+        stdout=out,
     )
     rows = list(ROW.finditer(out.getvalue()))
     assert [r["mode"] for r in rows] == ["off"]

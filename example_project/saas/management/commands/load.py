@@ -1,11 +1,13 @@
 """``manage.py load``: the example's pages under concurrent HTTP load, with the cache on and off.
 
 Starts the site in this process on a free 127.0.0.1 port (Django's threaded development server, one
-thread per keep-alive connection), then for each mode runs a warm-up and a measured run of
-``--clients`` threads in a child process (``saas.loadclient``: ``http.client``, keep-alive) over a
-mix of profile, article and organisation pages and a few title saves. Every run is bounded by
-``--duration`` seconds and ``--requests`` requests. "Cache off" is ``READ_THROUGH_CACHE = False``
-(``saas.reads``): the same views read the same rows with ``Model.objects``.
+thread per keep-alive connection), then runs ``--clients`` threads in a child process
+(``saas.loadclient``: ``http.client``, keep-alive) over a mix of profile, article and organisation
+pages and a few title saves: a warm-up per mode, then ``--rounds`` slices of each mode in ABBA
+order, so that a change in the machine's load during the run weighs on both modes. Each mode is
+bounded by ``--duration`` seconds and ``--requests`` requests in all. "Cache off" is
+``READ_THROUGH_CACHE = False`` (``saas.reads``): the same views read the same rows with
+``Model.objects``.
 
 Prints requests/s, p50 and p99 per mode, the database queries and cache lookups per request (summed
 from each response's ``X-Cache-Aside`` header), the ratios, and p50/p99 per page. Any answer other
@@ -143,8 +145,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--quick", action="store_true", help="a short run (CI smoke)")
-        parser.add_argument("--duration", type=float, help="seconds per measured run (default 10)")
-        parser.add_argument("--requests", type=int, help="requests per run at most (default 50000)")
+        parser.add_argument(
+            "--duration", type=float, help="measured seconds per mode (default 10), split in rounds"
+        )
+        parser.add_argument(
+            "--requests",
+            type=int,
+            help="requests per mode at most (default 50000), split in rounds",
+        )
+        parser.add_argument(
+            "--rounds", type=int, help="slices per mode, alternating on/off (default 4; quick 2)"
+        )
         parser.add_argument("--clients", type=int, default=8, help="client threads (default 8)")
         parser.add_argument("--warmup", type=float, help="seconds of warm-up per mode (default 2)")
         parser.add_argument(
@@ -158,11 +169,12 @@ class Command(BaseCommand):
         max_requests = options["requests"] or (5000 if quick else 50000)
         warmup = options["warmup"] if options["warmup"] is not None else (0.5 if quick else 2.0)
         clients = options["clients"]
+        rounds = options["rounds"] or (2 if quick else 4)
         modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
         if not modes or any(m not in MODES for m in modes):
             raise CommandError("--modes takes 'on', 'off' or both, comma-separated.")
-        if duration <= 0 or max_requests < 1 or clients < 1 or warmup < 0:
-            raise CommandError("--duration, --requests and --clients must be positive.")
+        if duration <= 0 or min(max_requests, clients, rounds) < 1 or warmup < 0:
+            raise CommandError("--duration, --requests, --clients and --rounds must be positive.")
 
         rng = random.Random(options["seed"])
         usernames = zipf_order(
@@ -183,14 +195,14 @@ class Command(BaseCommand):
         say(f"  redis:    {describe_redis()}")
         say(
             f"  workload: {clients} keep-alive clients; per mode a {warmup:g} s warm-up, then "
-            f"{duration:g} s or {max_requests:,} requests, whichever comes first"
+            f"{duration:g} s or {max_requests:,} requests, whichever comes first, in {rounds} "
+            "slices alternating the modes"
         )
         mix = ", ".join(f"{kind} {share:.0%}" for kind, share in loadclient.MIX.items())
         say(
             f"  mix:      {mix} (Zipf-skewed over {len(usernames)} members, {len(articles)} articles)"
         )
 
-        summaries: list[Summary] = []
         errors = 0
         samples: list[str] = []
         context = multiprocessing.get_context("spawn")  # no fork of a process running threads
@@ -198,19 +210,32 @@ class Command(BaseCommand):
             say(f"  server:   http://{host}:{port}/ (this process, threaded), DEBUG off")
             base = Plan(host, port, clients, duration, max_requests, options["seed"],
                         usernames, articles, orgs)  # fmt: skip
-            for mode in modes:
+            cachekeys.clear()  # from a cold cache: the warm-up fills it
+            totals = {mode: Outcome() for mode in modes}
+            # Slices of the modes in ABBA order (on off off on ...): a machine whose load drifts
+            # during the run slows both modes alike. Both modes of a round replay one sequence.
+            runs = [("warm-up", mode, warmup, 0) for mode in modes if warmup]
+            for r in range(rounds):
+                order = modes if r % 2 == 0 else modes[::-1]
+                runs += [("measure", mode, duration / rounds, r) for mode in order]
+            for kind, mode, seconds, r in runs:
+                label = f"cache {mode}, " + (
+                    "warm-up" if kind == "warm-up" else f"{r + 1}/{rounds}"
+                )
+                plan = replace(
+                    base,
+                    seconds=seconds,
+                    max_requests=max_requests // rounds + (r < max_requests % rounds),
+                    seed=base.seed + (1000 if kind == "warm-up" else r),
+                )
                 with override_settings(READ_THROUGH_CACHE=mode == "on", DEBUG=False):
-                    if mode == "on":
-                        cachekeys.clear()  # from a cold cache: the warm-up fills it
-                    if warmup:
-                        plan = replace(base, seconds=warmup, seed=base.seed + 1)
-                        warm = self.phase(pool, plan, f"warm-up, cache {mode}")
-                        errors += warm.errors
-                        samples += warm.error_samples
-                    outcome = self.phase(pool, base, f"cache {mode}")
+                    outcome = self.phase(pool, plan, label)
                 errors += outcome.errors
                 samples += outcome.error_samples
-                summaries.append(Summary(mode, outcome))
+                if kind == "measure":
+                    totals[mode].merge(outcome)
+                    totals[mode].seconds += outcome.seconds
+            summaries = [Summary(mode, totals[mode]) for mode in modes]
 
         say("")
         rows = [s.row() for s in summaries]
