@@ -11,7 +11,8 @@ from django_cacheaside import signals
 
 @dataclass
 class CacheCounter:
-    """Counts ``cache_hit``, ``cache_miss`` and ``cache_fill`` signals while the block runs.
+    """Counts ``cache_hit``, ``cache_miss``, ``cache_fill`` and ``cache_lease`` signals while the block
+    runs.
 
     ``this_thread_only`` counts only the signals sent by the thread that entered the block (a page
     served by a threaded server); otherwise every thread's (the demo's stampede). Hits and misses are
@@ -23,6 +24,8 @@ class CacheCounter:
     misses: int = 0
     fills: int = 0
     fills_lost: int = 0
+    coalesced: int = 0  # waited for another thread of this process to load it
+    lock_timeouts: int = 0  # LOCK_WAIT ran out: read from the database without filling
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _thread: int = field(default=0, repr=False)
 
@@ -55,11 +58,20 @@ class CacheCounter:
                 else:
                     self.fills_lost += 1
 
+    def _on_lease(self, sender: Any, outcome: str, **kwargs: Any) -> None:
+        if self._counts() and outcome in ("coalesced", "timeout"):
+            with self._lock:
+                if outcome == "coalesced":
+                    self.coalesced += 1
+                else:
+                    self.lock_timeouts += 1
+
     def _receivers(self) -> list[tuple[Any, Any]]:
         return [
             (signals.cache_hit, self._on_hit),
             (signals.cache_miss, self._on_miss),
             (signals.cache_fill, self._on_fill),
+            (signals.cache_lease, self._on_lease),
         ]
 
     def __enter__(self) -> Self:

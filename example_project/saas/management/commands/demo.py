@@ -242,13 +242,15 @@ class StampedeResult:
             per,
             f"{self.counter.misses / rounds:g}",
             f"{self.counter.fills / rounds:g}",
+            f"{self.counter.coalesced / rounds:g}",
+            f"{self.counter.lock_timeouts / rounds:g}",
             seconds(max(self.durations)),
         ]
 
 
 STAMPEDE_HEADERS = [
-    "path", "lock", "readers", "stampedes", "DB queries/stampede", "misses/stampede", "fills/stampede",
-    "slowest stampede",
+    "path", "lock", "readers", "stampedes", "DB queries/stampede", "misses", "fills", "coalesced",
+    "lock timeouts", "slowest stampede",
 ]  # fmt: skip
 
 
@@ -393,6 +395,10 @@ class Command(BaseCommand):
         say("")
         for line in table(STAMPEDE_HEADERS, [r.row() for r in stampedes]):
             say(line)
+        say(
+            "  misses, fills, coalesced (waited for this process's loader) and lock timeouts "
+            "(loaded without waiting or filling) are per stampede."
+        )
         for result in stampedes:
             most = max(result.queries)
             say(
