@@ -112,3 +112,41 @@ def test_instances_skip_init_only_when_nobody_listens() -> None:
         k: v for k, v in vars(cached).items() if k != "_state"
     }
     assert (fast._state.db, fast._state.adding) == (cached._state.db, cached._state.adding)
+
+
+def test_with_hiredis_replies_are_read_by_the_wire(direct: DirectCommands) -> None:
+    pytest.importorskip("hiredis", reason="the wire needs hiredis (pip install hiredis)")
+    assert direct._wired
+    direct.execute("PING")
+    assert direct._local.wire is not None
+    assert direct._local.wire.sock is direct._connection()[0]._sock
+
+
+@pytest.mark.parametrize("wired", [True, False], ids=["wire", "redis-py parser"])
+def test_replies_larger_than_a_read_span_several_reads(
+    direct: DirectCommands, redis_client: Any, wired: bool
+) -> None:
+    if wired:
+        pytest.importorskip("hiredis", reason="the wire needs hiredis (pip install hiredis)")
+    direct._wired = wired
+    big = {f"cacheaside-test-big-{i}": os.urandom(150_000 + i) for i in range(3)}
+    try:
+        for key, value in big.items():
+            redis_client.hset(key, "d", value)
+            redis_client.pexpire(key, 10_000)
+        assert direct.hget_entries(list(big)) == list(big.values())
+        assert direct.hget_entry("cacheaside-test-big-1") == big["cacheaside-test-big-1"]
+        replies = direct.execute_many(
+            [("NO-SUCH-COMMAND",), ("HGET", "cacheaside-test-big-0", "d")]
+        )
+        assert isinstance(replies[0], Exception) and replies[1] == big["cacheaside-test-big-0"]
+    finally:
+        direct._wired = DirectCommands.for_client(get_backend().client)._wired  # type: ignore[union-attr]
+        redis_client.delete(*big)
+
+
+def test_error_replies_keep_redis_py_exception_classes(direct: DirectCommands) -> None:
+    from redis.exceptions import NoScriptError
+
+    (reply,) = direct.execute_many([("EVALSHA", "0" * 40, 0)])
+    assert isinstance(reply, NoScriptError)

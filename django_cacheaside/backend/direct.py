@@ -6,6 +6,11 @@ again as the round trip itself on a local network (measured in docs/benchmarks.m
 keeps one connection, built with the pool's own connection class and settings (timeouts, TLS,
 credentials, health checks), and writes packed commands to it directly, pipelines included.
 
+With hiredis installed (and RESP2, redis-py's default), redis-py only opens the connection (TLS,
+``AUTH``, ``SELECT``, ``CLIENT SETNAME``); commands are then written to its socket and replies read
+with a ``hiredis.Reader`` of this module's own: no per-reply Python parser loop, which halves the
+client's share of a 100-key ``get_many`` round trip (docs/benchmarks.md).
+
 Used only for a plain ``redis.Redis`` over a plain connection pool; Sentinel pools, client-side
 caching and clusters go through the client as usual. A connection whose command failed in transit
 is dropped (the next call makes a new one); one that went stale while idle is replaced and the
@@ -23,14 +28,63 @@ from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:
+    import hiredis
+
+    HIREDIS = True
+except ImportError:  # pragma: no cover - hiredis is optional; the suite installs it
+    HIREDIS = False
 
 _POOLS = (redis.ConnectionPool, redis.BlockingConnectionPool)
+_READ_SIZE = 65536
 
 
 def _close(conn: Any) -> None:
     with contextlib.suppress(Exception):
         conn.disconnect()
+
+
+class _Wire:
+    """A connected socket and a reply reader of our own: one thread's connection, past redis-py's
+    parser. Raises redis-py's exceptions, as its connection would."""
+
+    __slots__ = ("buffer", "reader", "sock")
+
+    def __init__(self, conn: Any) -> None:
+        if conn._sock is None:
+            conn.connect()  # redis-py's handshake: TLS, AUTH, SELECT, CLIENT SETNAME
+        self.sock = conn._sock
+        parser = getattr(conn, "_parser", None)
+        # redis-py's own mapping of error replies to exception classes (NOSCRIPT, READONLY, ...).
+        reply_error = getattr(parser, "parse_error", None) or ResponseError
+        self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=reply_error)
+        self.buffer = bytearray(_READ_SIZE)
+
+    def round_trip(self, packed: bytes, count: int) -> list[Any]:
+        sock, reader, buffer = self.sock, self.reader, self.buffer
+        replies: list[Any] = []
+        try:
+            sock.sendall(packed)
+            while len(replies) < count:
+                reply = reader.gets()
+                if reply is False:  # RESP2 has no false: more bytes are needed
+                    received = sock.recv_into(buffer)
+                    if not received:
+                        raise RedisConnectionError("Connection closed by server.")
+                    # Any buffer works (redis-py feeds its bytearray too); the stubs say bytes.
+                    reader.feed(buffer, 0, received)  # type: ignore[arg-type]
+                elif isinstance(reply, RedisConnectionError):  # e.g. LOADING
+                    raise reply
+                else:
+                    replies.append(reply)
+        except TimeoutError as error:
+            raise RedisTimeoutError(f"Timeout talking to Redis: {error}") from error
+        except OSError as error:
+            raise RedisConnectionError(f"Error talking to Redis: {error}") from error
+        return replies
 
 
 class DirectCommands:
@@ -40,6 +94,8 @@ class DirectCommands:
         self._kwargs = {**pool.connection_kwargs, **(overrides or {})}
         self._local = threading.local()
         self._encoding: str = pool.connection_kwargs.get("encoding", "utf-8")
+        # Our own reader only speaks RESP2 (where a reply is never ``False``).
+        self._wired = HIREDIS and self._kwargs.get("protocol") in (None, 2, "2")
 
     @classmethod
     def for_client(
@@ -62,13 +118,13 @@ class DirectCommands:
             return conn, True
         pool = self._pool
         conn = pool.connection_class(**self._kwargs)
-        local.conn, local.pid = conn, pid
+        local.conn, local.pid, local.wire = conn, pid, None
         # Close the socket when the thread is gone, rather than leaving it to the garbage collector.
         weakref.finalize(threading.current_thread(), _close, conn)
         return conn, False
 
     def _drop(self, conn: Any) -> None:
-        self._local.conn = None
+        self._local.conn = self._local.wire = None
         conn.disconnect()
 
     def _pack(self, args: tuple[Any, ...]) -> bytes:
@@ -95,6 +151,11 @@ class DirectCommands:
         for attempt in (1, 2):
             conn, reused = self._connection()
             try:
+                if self._wired:
+                    wire: _Wire | None = self._local.wire
+                    if wire is None:
+                        wire = self._local.wire = _Wire(conn)
+                    return wire.round_trip(packed, count)  # error replies in their places
                 conn.send_packed_command([packed])
                 replies = []
                 for _reply in range(count):

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from django_cacheaside.backend.direct import _Wire
+
 if TYPE_CHECKING:
     from django_cacheaside.backend import Backend
 
@@ -14,32 +16,35 @@ if TYPE_CHECKING:
 class RoundTripCounter:
     """Counts, while active, the requests this thread sends to Redis (a pipeline is one).
 
-    Wraps ``send_packed_command`` of redis-py's connection class: every command and every pipeline
-    goes through it exactly once. Other threads' traffic is not counted.
+    Wraps ``send_packed_command`` of redis-py's connection class and the direct path's
+    ``_Wire.round_trip``: every command and every pipeline goes through one of them exactly once.
+    Other threads' traffic is not counted.
     """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.count = 0
         self._thread = threading.get_ident()
-        self._original: Any = None
+        self._originals: Any = None
+
+    def _counted(self, original: Any) -> Any:
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == self._thread:
+                self.count += 1
+            return original(*args, **kwargs)
+
+        return counting
 
     def __enter__(self) -> RoundTripCounter:
-        target = redis.connection.AbstractConnection
-        original = target.send_packed_command
-        counter = self
-
-        def counting(conn: Any, command: Any, check_health: bool = True) -> Any:
-            if threading.get_ident() == counter._thread:
-                counter.count += 1
-            return original(conn, command, check_health)  # type: ignore[no-untyped-call]
-
-        self._original = original
-        target.send_packed_command = counting  # type: ignore[method-assign]
+        connection = redis.connection.AbstractConnection
+        self._originals = (connection.send_packed_command, _Wire.round_trip)
+        connection.send_packed_command = self._counted(self._originals[0])  # type: ignore[method-assign]
+        _Wire.round_trip = self._counted(self._originals[1])  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        redis.connection.AbstractConnection.send_packed_command = self._original  # type: ignore[method-assign]
+        connection = redis.connection.AbstractConnection
+        connection.send_packed_command, _Wire.round_trip = self._originals  # type: ignore[method-assign]
 
 
 def scan_keys(pattern: str) -> list[bytes]:
