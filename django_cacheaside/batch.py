@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from django_cacheaside import keys, locks, signals
 from django_cacheaside.backend import Backend, Fill, Lease, Read, get_backend
+from django_cacheaside.backend.errors import report_error
 from django_cacheaside.codec import NOT_FOUND
+from django_cacheaside.exceptions import CorruptEntry
 from django_cacheaside.fills import prepare
 from django_cacheaside.tags import fill_start
 
@@ -69,15 +71,14 @@ def _wait(
 def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, Any]:
     """See ``CacheAsideManager.get_many``."""
     model = manager.model
-    wanted = list(dict.fromkeys(manager._resolver.normalise_pk(pk) for pk in pks))
+    normalise = manager._resolver.normalise_pk
+    wanted = list(dict.fromkeys(normalise(pk) for pk in pks))
     db, fill = manager._policy()
     if fill is None:
         return manager._base(db).in_bulk(wanted)
-    key_of = {pk: manager.key_for_pk(pk) for pk in wanted}
+    key_for_pk = manager.key_for_pk
+    key_of = {pk: key_for_pk(pk) for pk in wanted}
     backend = get_backend()
-    token = os.urandom(16)
-    lock_ms = max(1, int(float(manager.option("LOCK_TTL")) * 1000))
-    leases = {pk: Lease(keys.lock_key(key), token, lock_ms) for pk, key in key_of.items()}
     # Plain HGETs first: the common case is all hits, and an HGET costs a fraction of the lease
     # script. Only the misses then take their stamps and leases, in one more round trip.
     entries = backend.read_many(list(key_of.values()))
@@ -86,17 +87,37 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
     unusable: list[Any] = []
     waiting: dict[Any, str] = {}
     absent: list[Any] = []
+    decode = manager.codec.decode
+    hits: list[str] = []
+    negative: list[str] = []
     for pk, entry in zip(wanted, entries, strict=True):
-        obj = manager._decode(db, key_of[pk], entry, pk)
-        if obj is not None:
-            if isinstance(obj, model):  # type: ignore[arg-type]
-                found[pk] = obj
-            continue
-        signals.cache_miss.send(sender=model, key=key_of[pk])
+        key = key_of[pk]
+        if entry is not None:
+            try:
+                obj = decode(db, entry, key, pk)
+            except CorruptEntry as exc:
+                report_error("decode", exc)
+                obj = None
+            if obj is not None:
+                if obj is NOT_FOUND:
+                    negative.append(key)
+                else:
+                    hits.append(key)
+                    if isinstance(obj, model):  # type: ignore[arg-type]
+                        found[pk] = obj
+                continue
+        signals.cache_miss.send(sender=model, key=key)
         (unusable if entry is not None else absent).append(pk)
+    signals.cache_hit.send_each(model, hits, negative=False)
+    signals.cache_hit.send_each(model, negative, negative=True)
     if not fill:
         misses.update((pk, Read(None, None)) for pk in [*absent, *unusable])
         absent = unusable = []
+    leases: dict[Any, Lease] = {}
+    if absent or unusable:
+        token = os.urandom(16)  # one for the batch, one lease per missed object
+        lock_ms = max(1, int(float(manager.option("LOCK_TTL")) * 1000))
+        leases = {pk: Lease(keys.lock_key(key_of[pk]), token, lock_ms) for pk in absent + unusable}
     if absent:
         begun = backend.read_or_begin_many(
             [key_of[pk] for pk in absent], manager._ttl_ms(), leases=[leases[pk] for pk in absent]

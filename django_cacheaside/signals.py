@@ -105,6 +105,34 @@ class CacheSignal(Signal):
             responses.append((receiver, receiver(signal=self, sender=sender, **named)))
         return responses
 
+    def send_each(self, sender: Any, keys: list[str], **named: Any) -> None:
+        """``send(sender, key=key, **named)`` for each of ``keys`` (``get_many``'s hits).
+
+        A receiver with a ``many`` attribute is called once instead, as
+        ``receiver.many(signal=..., sender=..., keys=keys, **named)``: the stats counters count
+        a batch of hits with one call.
+        """
+        if not keys:
+            return
+        receivers = self._resolved.get(sender)
+        if receivers is None:
+            receivers = self._resolve(sender)
+        if receivers is _ASYNC:
+            for key in keys:
+                super().send(sender, key=key, **named)
+            return
+        for receiver, weak in receivers:
+            if weak:
+                receiver = receiver()
+                if receiver is None:
+                    continue
+            many = getattr(receiver, "many", None)
+            if many is not None:
+                many(signal=self, sender=sender, keys=keys, **named)
+            else:
+                for key in keys:
+                    receiver(signal=self, sender=sender, key=key, **named)
+
 
 cache_hit = CacheSignal()
 cache_miss = CacheSignal()

@@ -60,6 +60,28 @@ def test_reads_fills_and_invalidations_are_counted_per_model_and_schema() -> Non
     assert found.series and sum(h for h, _m in found.series.values()) == 3
 
 
+def test_get_many_counts_each_hit_and_tells_receivers_each_key() -> None:
+    articles = ArticleFactory.create_batch(3)
+    pks = [a.pk for a in articles]
+    Article.cached.get_many([*pks, 10**9])  # 4 misses; the 10**9 one fills a negative entry
+    heard: list[tuple[str, bool]] = []
+
+    def record(sender: Any, key: str, negative: bool, **kwargs: Any) -> None:
+        heard.append((key, negative))
+
+    signals.cache_hit.connect(record, sender=Article)
+    try:
+        Article.cached.get_many([*pks, 10**9])  # 3 hits, 1 negative hit
+    finally:
+        signals.cache_hit.disconnect(record, sender=Article)
+    assert sorted(heard) == sorted(
+        [(Article.cached.key_for_pk(pk), False) for pk in pks]
+        + [(Article.cached.key_for_pk(10**9), True)]
+    )
+    found = row(stats.snapshot(window=300))
+    assert (found["hits"], found["negative_hits"], found["misses"]) == (3, 1, 4)
+
+
 def test_a_flush_is_one_round_trip_into_an_expiring_minute_bucket(redis_client: Any) -> None:
     article = ArticleFactory.create()
     Article.cached.get(pk=article.pk)

@@ -145,6 +145,19 @@ def on_hit(sender: Any, key: str, negative: bool = False, **kwargs: Any) -> None
     buffer.count(sender, "query_hits" if _query(key) else "negative_hits" if negative else "hits")
 
 
+def on_hits(sender: Any, keys: list[str], negative: bool = False, **kwargs: Any) -> None:
+    # get_many's hits are object keys, never a query's.
+    name = "negative_hits" if negative else "hits"
+    queries = sum(1 for key in keys if _query(key))
+    if queries:
+        buffer.add(sender, "query_hits", queries)
+    if len(keys) > queries:
+        buffer.add(sender, name, len(keys) - queries)
+
+
+on_hit.many = on_hits  # type: ignore[attr-defined]  # see CacheSignal.send_each
+
+
 def on_miss(sender: Any, key: str, **kwargs: Any) -> None:
     buffer.count(sender, "query_misses" if _query(key) else "misses")
 
