@@ -33,6 +33,7 @@ _NAIVE_ORIGIN = datetime.datetime(1, 1, 1)
 _TIMEDELTA = struct.Struct(">iiI")
 _US_PER_SECOND = 1_000_000
 _UTC = datetime.UTC
+_timedelta = datetime.timedelta
 
 
 def _tz_token(tz: datetime.tzinfo | None, when: datetime.datetime | None) -> int | str | None:
@@ -129,12 +130,13 @@ def _decode_timedelta(body: bytes) -> datetime.timedelta:
     return datetime.timedelta(days=days, seconds=seconds, microseconds=micro)
 
 
-def _decode_datetime_utc(body: bytes) -> datetime.datetime:
-    return _EPOCH + datetime.timedelta(microseconds=_INT64.unpack(body)[0])
+# timedelta(0, 0, us) rather than timedelta(microseconds=us): keywords cost a third of the call.
+def _decode_datetime_utc(body: bytes, _unpack: Any = _INT64.unpack) -> datetime.datetime:
+    return _EPOCH + _timedelta(0, 0, _unpack(body)[0])
 
 
-def _decode_datetime_naive(body: bytes) -> datetime.datetime:
-    return _NAIVE_ORIGIN + datetime.timedelta(microseconds=_INT64.unpack(body)[0])
+def _decode_datetime_naive(body: bytes, _unpack: Any = _INT64.unpack) -> datetime.datetime:
+    return _NAIVE_ORIGIN + _timedelta(0, 0, _unpack(body)[0])
 
 
 _new = object.__new__
