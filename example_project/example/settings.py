@@ -64,9 +64,10 @@ TEMPLATES = [
 DATABASES = {"default": database(sqlite_name=str(BASE_DIR / "db.sqlite3"))}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Threads of the demo's stampede each open a connection: a file, never ":memory:", for the tests
-    # too; and wait for a lock instead of failing with "database is locked".
+    # too; and wait for a lock instead of failing with "database is locked". One file per test
+    # process (deleted when its run ends): two runs of the smoke tests at once must not share it.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20}
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test_db.{os.getpid()}.sqlite3")}
 else:
     # Not "test_<NAME>": the library's own test suite uses that one, maybe at the same time.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_example"}

@@ -38,6 +38,8 @@ from saas.management.commands.demo import Progress, table
 from saas.models import Article, Organisation, Profile
 
 MODES = ("on", "off")
+DEFAULTS: dict[str, Any] = {"duration": 10.0, "requests": 50_000, "warmup": 2.0, "rounds": 4}
+QUICK: dict[str, Any] = {"duration": 2.0, "requests": 5_000, "warmup": 0.5, "rounds": 2}
 PAGES = ("profile", "article", "organisation", "home", "write")
 
 
@@ -165,11 +167,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         quick = options["quick"]
-        duration = options["duration"] or (2.0 if quick else 10.0)
-        max_requests = options["requests"] or (5000 if quick else 50000)
-        warmup = options["warmup"] if options["warmup"] is not None else (0.5 if quick else 2.0)
+        defaults = QUICK if quick else DEFAULTS
+        duration, max_requests, warmup, rounds = (
+            defaults[name] if options[name] is None else options[name]
+            for name in ("duration", "requests", "warmup", "rounds")
+        )
         clients = options["clients"]
-        rounds = options["rounds"] or (2 if quick else 4)
         modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
         if not modes or any(m not in MODES for m in modes):
             raise CommandError("--modes takes 'on', 'off' or both, comma-separated.")
