@@ -10,6 +10,7 @@ Each command first makes sure ``.venv/`` exists and has the project installed wi
     test    the test suite (pytest arguments may follow)
     smoke   the example project's own smoke tests (example_project/tests)
     lint    ruff check, ruff format --check, mypy --strict
+    docs    build the documentation site into build/site/ (mkdocs build --strict)
     bench   the benchmark table (benchmarks/run.py; arguments may follow)
     package build the sdist and wheel, install each in a fresh venv and smoke-test it there
     matrix  the suite on every supported Python x Django pair (noxfile.py; nox arguments may follow)
@@ -96,6 +97,8 @@ def main(argv: list[str]) -> None:
         run(BIN / "ruff", "check", ".")
         run(BIN / "ruff", "format", "--check", ".")
         run(BIN / "mypy", "django_cacheaside", "tests")
+    elif command == "docs":
+        run(BIN / "mkdocs", "build", "--strict", "--site-dir", ROOT / "build" / "site", *rest)
     elif command == "bench":
         run(PYTHON, "benchmarks/run.py", *rest)
     elif command == "package":
