@@ -12,10 +12,14 @@ from django_cacheaside.backend import RoundTripCounter, get_backend, scan_keys
 def count_round_trips() -> Iterator[RoundTripCounter]:
     """Count the Redis round trips made inside the block (a pipeline counts once).
 
-    >>> with count_round_trips() as trips:
-    ...     Article.cached.get(pk=1)
-    >>> trips.count
-    1
+    A hit is one::
+
+        >>> article = Article.objects.first()
+        >>> _ = Article.cached.get(pk=article.pk)  # a miss fills the entry
+        >>> with count_round_trips() as trips:
+        ...     _ = Article.cached.get(pk=article.pk)
+        >>> trips.count
+        1
     """
     counter = RoundTripCounter(get_backend())
     with counter:
