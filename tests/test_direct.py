@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import struct
+import sys
 import threading
 from typing import Any
 
@@ -150,3 +153,15 @@ def test_error_replies_keep_redis_py_exception_classes(direct: DirectCommands) -
 
     (reply,) = direct.execute_many([("EVALSHA", "0" * 40, 0)])
     assert isinstance(reply, NoScriptError)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_RCVTIMEO is used on Linux")
+def test_the_kernel_enforces_the_wire_timeout(direct: DirectCommands) -> None:
+    pytest.importorskip("hiredis", reason="the wire needs hiredis (pip install hiredis)")
+    direct.execute("PING")
+    sock = direct._local.wire.sock
+    assert sock.gettimeout() is None  # blocking: no poll() before each send and receive
+    size = struct.calcsize("ll")
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        seconds, micros = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, size))
+        assert seconds + micros / 1e6 == pytest.approx(direct._kwargs["socket_timeout"], abs=0.005)
