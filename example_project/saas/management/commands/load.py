@@ -89,8 +89,15 @@ def ms(value: float) -> str:
     return f"{value * 1000:.1f}"
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "-"
+def ratio(a: float, b: float, slices: Sequence[tuple[float, float]] = ()) -> str:
+    """``a / b``, and the range of the per-round ratios when there are several rounds."""
+    if not b:
+        return "-"
+    text = f"{a / b:.2f}x"
+    each = [x / y for x, y in slices if y]
+    if len(each) > 1:
+        text += f" ({min(each):.2f}-{max(each):.2f})"
+    return text
 
 
 class Summary:
@@ -215,6 +222,7 @@ class Command(BaseCommand):
                         usernames, articles, orgs)  # fmt: skip
             cachekeys.clear()  # from a cold cache: the warm-up fills it
             totals = {mode: Outcome() for mode in modes}
+            slices: dict[str, list[Summary]] = {mode: [] for mode in modes}
             # Slices of the modes in ABBA order (on off off on ...): a machine whose load drifts
             # during the run slows both modes alike. Both modes of a round replay one sequence.
             runs = [("warm-up", mode, warmup, 0) for mode in modes if warmup]
@@ -238,6 +246,7 @@ class Command(BaseCommand):
                 if kind == "measure":
                     totals[mode].merge(outcome)
                     totals[mode].seconds += outcome.seconds
+                    slices[mode].append(Summary(mode, outcome))
             summaries = [Summary(mode, totals[mode]) for mode in modes]
 
         say("")
@@ -245,11 +254,20 @@ class Command(BaseCommand):
         by_mode = {s.mode: s for s in summaries}
         if len(by_mode) == 2:
             on, off = by_mode["on"], by_mode["off"]
-            rows.append(["on / off", "", "", "", ratio(on.rps, off.rps), ratio(on.p50, off.p50),
-                         ratio(on.p99, off.p99), "", "", ""])  # fmt: skip
+            pairs = list(zip(slices["on"], slices["off"], strict=True))  # the same round's slices
+            rows.append([
+                "on / off", "", "", "",
+                ratio(on.rps, off.rps, [(a.rps, b.rps) for a, b in pairs]),
+                ratio(on.p50, off.p50, [(a.p50, b.p50) for a, b in pairs]),
+                ratio(on.p99, off.p99, [(a.p99, b.p99) for a, b in pairs]),
+                "", "", "",
+            ])  # fmt: skip
         for line in table(HEADERS, rows):
             say(line)
-        say("  DB queries and cache lookups are the server's, from each response's X-Cache-Aside.")
+        say(
+            "  DB queries and cache lookups are the server's, from each response's X-Cache-Aside;"
+            " on / off: (min-max) of the rounds' ratios."
+        )
         self.show_pages(summaries)
         if errors or any(s.requests == 0 for s in summaries):
             for sample in samples[:5]:
