@@ -29,10 +29,11 @@ The convention (docs/contributing.md says the same for people writing pages):
   `` ```{ .python norun="needs Redis Cluster" } ``: it is compiled, not run. There should be (nearly)
   none. Any other attribute on a python block is an error, so a misspelt marker fails too.
 - Every other block is text (``sh``, ``toml``, output...) and is not run, but wherever a block that
-  is not python names ``python3 run.py CMD`` or ``manage.py CMD``, CMD must be a command of
-  ``run.py`` or a management command of the example project; and in ``sh``/``console`` blocks, the
-  Python files of the repository they name (``tests/...py``, ``benchmarks/...py``,
-  ``file.py::test_name``) must exist.
+  is not python, or an inline code span of the prose, names ``python3 run.py CMD`` or
+  ``manage.py CMD``, CMD must be a command of ``run.py`` or a management command of the example
+  project (an upper-case CMD is a placeholder). In ``sh``/``console`` blocks, the Python files of
+  the repository they name (``tests/...py``, ``benchmarks/...py``, ``file.py::test_name``) must
+  exist.
 - Docstring examples (``>>>``) of the modules the API reference (``docs/reference.md``) renders run
   too, with the example's models in scope.
 
@@ -163,6 +164,24 @@ def parse_blocks(page: Path, text: str | None = None) -> list[Block]:
     return found
 
 
+def inline_code(page: Path, text: str | None = None) -> list[tuple[int, str]]:
+    """``(line, code)`` of the inline code spans of a page's prose (fenced blocks left out)."""
+    spans: list[tuple[int, str]] = []
+    closing: re.Pattern[str] | None = None
+    for number, line in enumerate((page.read_text() if text is None else text).splitlines(), 1):
+        if closing is not None:
+            if closing.match(line):
+                closing = None
+            continue
+        opening = OPENING.match(line)
+        if opening:
+            fence = opening["fence"]
+            closing = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+            continue
+        spans += [(number, code) for code in re.findall(r"`([^`]+)`", line)]
+    return spans
+
+
 def run_py_commands() -> set[str]:
     """The commands ``run.py`` dispatches on (``command == "x"`` / ``command in (...)``)."""
     names: set[str] = set()
@@ -251,6 +270,8 @@ class PageRunner:
                     self.run_python(block)
                 else:
                     check_text_block(block)
+        for line, span in inline_code(page, text):
+            check_text_block(Block(page, line, "text", {}, span))
         return self.ran
 
     # -- python ------------------------------------------------------------------------------------
@@ -409,11 +430,15 @@ def check_text_block(block: Block) -> None:
     text = re.sub(r"\\\n\s*", " ", block.code)  # continuation lines
     known = run_py_commands()
     for match in RUN_PY.finditer(text):
+        if match["cmd"].isupper():
+            continue  # a placeholder: `python3 run.py CMD`
         assert match["cmd"] in known, (
             f"{block.where}: `python3 run.py {match['cmd']}` is not a run.py command "
             f"({', '.join(sorted(known))})"
         )
     for match in MANAGE_PY.finditer(text):
+        if match["cmd"].isupper():
+            continue
         assert match["cmd"] in get_commands(), (
             f"{block.where}: `manage.py {match['cmd']}` is not a management command"
         )
@@ -490,6 +515,11 @@ def test_fences_are_parsed() -> None:
         ("text", 17, "out\n"),
     ]
     assert blocks[2].options == {"norun": "needs Redis Cluster here"}
+    assert inline_code(Path("page.md"), "Run `a`.\n```sh\n`b`\n```\nand `c` `d`\n") == [
+        (1, "a"),
+        (5, "c"),
+        (5, "d"),
+    ]
     assert parse_info('python title="a b"') == ("python", {"title": "a b"})
     with pytest.raises(AssertionError, match="never closed"):
         parse_blocks(Path("page.md"), "```python\na = 1\n")
@@ -527,6 +557,7 @@ BROKEN_SAMPLES = {
     "marker typo": '```{ .python no-run="needs Redis Cluster here" }\nb = 2\n```\n',
     "no reason": '```{ .python norun="" }\nb = 2\n```\n',
     "command": "```sh\npython3 run.py nonsense\n```\n",
+    "prose command": "Run `python3 run.py nonsense` first.\n",
 }
 
 
