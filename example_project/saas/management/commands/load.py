@@ -180,7 +180,7 @@ class Command(BaseCommand):
             for name in ("duration", "requests", "warmup", "rounds")
         )
         clients = options["clients"]
-        modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
+        modes = list(dict.fromkeys(m.strip() for m in options["modes"].split(",") if m.strip()))
         if not modes or any(m not in MODES for m in modes):
             raise CommandError("--modes takes 'on', 'off' or both, comma-separated.")
         if duration <= 0 or min(max_requests, clients, rounds) < 1 or warmup < 0:
@@ -269,10 +269,13 @@ class Command(BaseCommand):
             " on / off: (min-max) of the rounds' ratios."
         )
         self.show_pages(summaries)
-        if errors or any(s.requests == 0 for s in summaries):
-            for sample in samples[:5]:
-                self.stderr.write(f"  {sample}")
+        for sample in samples[:5]:
+            self.stderr.write(f"  {sample}")
+        if errors:
             raise CommandError(f"{errors} failed requests (non-2xx/3xx answers or no answer).")
+        idle = [s.mode for s in summaries if s.requests == 0]
+        if idle:
+            raise CommandError(f"No request was answered with the cache {' or '.join(idle)}.")
 
     def phase(self, pool: ProcessPoolExecutor, plan: Plan, label: str) -> Outcome:
         """Run ``plan`` in the child process, with a progress bar of its time budget."""
