@@ -143,14 +143,19 @@ _new = object.__new__
 _set = object.__setattr__
 
 
+_UUID = uuid.UUID
+_UNKNOWN = uuid.SafeUUID.unknown  # an enum member: looking it up each time costs a descriptor call
+_from_bytes = int.from_bytes
+
+
 def _fast_uuid(body: bytes) -> uuid.UUID:
     # uuid.UUID(bytes=...) validates its many keyword forms in Python; a hit pays for that on
     # every UUID column. The instance is the same: a UUID holds exactly `int` and `is_safe`.
     if len(body) != 16:
         raise ValueError("a UUID is 16 bytes")
-    value = _new(uuid.UUID)
-    _set(value, "int", int.from_bytes(body, "big"))
-    _set(value, "is_safe", uuid.SafeUUID.unknown)
+    value = _new(_UUID)
+    _set(value, "int", _from_bytes(body, "big"))
+    _set(value, "is_safe", _UNKNOWN)
     return value
 
 
