@@ -1,15 +1,19 @@
 """The reference pages cover the code: every setting in docs/configuration.md with its default,
-every system check id in docs/checks.md. (The docs' code samples run in
-example_project/tests/test_docs.py.)"""
+every system check id in docs/checks.md. The docs' code samples run in
+example_project/tests/test_docs.py, except the one that needs this suite's own tools: it runs here."""
 
 from __future__ import annotations
 
 import ast
 import re
 from pathlib import Path
+from typing import Any
+
+import redis
 
 import django_cacheaside
 from django_cacheaside.conf import DEFAULTS
+from tests.servers import RedisServer, ServerFactory, private_redis  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -73,3 +77,31 @@ def test_every_check_id_has_a_section_in_checks_md() -> None:
     assert sorted(set(documented) - emitted) == [], "sections of check ids the code never emits"
     for check_id, text in documented.items():
         assert text.strip(), f"{check_id}: the section is empty"
+
+
+def test_the_norun_sample_of_faults_md_runs_in_this_suite(private_redis: ServerFactory) -> None:  # noqa: F811
+    """docs/faults.md's sample is ``norun`` for the docs test (``tests.servers`` is this suite's):
+    its test function is run here, with the fixture it names."""
+    fences = re.findall(
+        r'^```\{ \.python norun="[^"]+" \}\n(.*?)^```$',
+        (DOCS / "faults.md").read_text(),
+        re.M | re.S,
+    )
+    assert len(fences) == 1, "faults.md has one norun sample"
+    namespace: dict[str, Any] = {}
+    exec(compile(fences[0], str(DOCS / "faults.md"), "exec"), namespace)
+    started: list[RedisServer] = []
+
+    def factory(**options: Any) -> RedisServer:
+        server = private_redis(**options)
+        started.append(server)
+        return server
+
+    namespace["test_something"](factory)
+    (server,) = started
+    assert server.running and server.persistence
+    client = redis.Redis.from_url(server.url)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
