@@ -318,6 +318,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             found, _duration = self._load(db, lookup)
         elif found is None:
             replace = entry is not None
+            joined = time.monotonic()
             leading, result = self._flights.run(
                 (db, key),
                 lambda: self._refill(db, lookup, key, replace),
@@ -329,13 +330,21 @@ class CacheAsideManager(QueryMethods, Generic[M]):
                 # The leader read before we arrived: do it again ourselves (a hit, if its fill
                 # was written).
                 found = self._refill(db, lookup, key, replace)[0]
+            elif result is None:
+                # LOCK_WAIT ran out waiting for this process's own load: read, do not fill.
+                waited = time.monotonic() - joined
+                signals.cache_lease.send(
+                    sender=self.model, key=key, outcome="timeout", waited=waited
+                )
+                signals.cache_miss.send(sender=self.model, key=key)
+                found, _duration = self._load(db, lookup)
             else:
                 # A concurrent caller in this process loaded the row: build our own instance from
                 # its entry bytes (never share an instance between callers).
                 signals.cache_lease.send(
                     sender=self.model, key=key, outcome="coalesced", waited=0.0
                 )
-                shared = result[1] if result is not None else None
+                shared = result[1]
                 found = self._decode(db, key, shared, pk) if shared is not None else None
                 if found is None:
                     found, _duration = self._load(db, lookup)

@@ -220,14 +220,19 @@ class CachedQuery(querycheck.RejectsQuerysetMethods, Generic[M]):
             return value
 
         # Concurrent misses of one result in this process run the query once (as for get()).
+        joined = time.monotonic()
         leading, value = manager._flights.run(
             ("query", db, plan.key), load, float(manager.option("LOCK_WAIT"))
         )
         if not leading and value is coalescing.LATE:
             value = load()  # the leader ran the query before we arrived: run it again
         elif not leading:
-            outcome = "coalesced" if value is not None else "timeout"
-            signals.cache_lease.send(sender=self.model, key=plan.key, outcome=outcome, waited=0.0)
+            outcome, waited = "coalesced", 0.0
+            if value is None:  # LOCK_WAIT ran out waiting for this process's own query
+                outcome, waited = "timeout", time.monotonic() - joined
+            signals.cache_lease.send(
+                sender=self.model, key=plan.key, outcome=outcome, waited=waited
+            )
             value = _direct(_pks(qs, kind), kind) if value is None else value
             value = list(value) if kind == LIST else value  # never share the leader's list
         return self._resolve(db, value, hit=False) if kind == LIST else value

@@ -327,6 +327,42 @@ def test_threads_of_one_process_coalesce_instead_of_polling_redis() -> None:
     assert set(seen) <= {"acquired", "coalesced"}
 
 
+def test_threads_whose_wait_for_their_process_load_runs_out_count_as_timeouts(
+    settings: Any,
+) -> None:
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "LOCK_WAIT": 0}
+    article = ArticleFactory.create()
+    loads = LoadCounter()
+    seen: list[tuple[str, float]] = []
+    misses: list[str] = []
+
+    def record(sender: Any, outcome: str, waited: float, **kwargs: Any) -> None:
+        seen.append((outcome, waited))
+
+    def missed(sender: Any, key: str, **kwargs: Any) -> None:
+        misses.append(key)
+
+    def read() -> Any:
+        with loads.installed():
+            return Article.cached.get(pk=article.pk)
+
+    signals.cache_lease.connect(record)
+    signals.cache_miss.connect(missed)
+    try:
+        results = run_threads(8, read)
+    finally:
+        signals.cache_lease.disconnect(record)
+        signals.cache_miss.disconnect(missed)
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert {r[0].pk for r in results} == {article.pk}
+    outcomes_seen = [outcome for outcome, _waited in seen]
+    assert "coalesced" not in outcomes_seen  # nobody waited for the leader: nothing was shared
+    timeouts = outcomes_seen.count("timeout")
+    assert timeouts >= 1 and outcomes_seen.count("acquired") + timeouts <= 8
+    assert all(waited < LOADER_SECONDS for outcome, waited in seen if outcome == "timeout")
+    assert loads.count == len(misses) == outcomes_seen.count("acquired") + timeouts
+
+
 def test_concurrent_get_many_misses_load_each_row_once() -> None:
     articles = ArticleFactory.create_batch(5)
     pks = [a.pk for a in articles]
