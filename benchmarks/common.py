@@ -1,10 +1,11 @@
-"""Setup shared by the benchmark scripts (``run.py``, ``stampede.py``).
+"""Setup shared by the benchmark scripts (``run.py``, ``stampede.py``, ``peers.py``, ...).
 
 Importing this module puts the work tree (its ``django_cacheaside``) and ``benchmarks/`` (the
 ``benchapp`` app) first on ``sys.path`` and draws the run's id: keys go under ``KEY_PREFIX``
 (``bench-<id>``), tables under ``TABLE_PREFIX`` (``bench_<id>_...``). Django is configured from
 ``$DATABASE_URL`` / ``$REDIS_URL`` by :func:`configure_django`; :func:`delete_run_keys` and
-:func:`drop_tables` remove what the run created.
+:func:`drop_tables` remove what the run created. :func:`seed` writes the same rows, for the same
+seed, into ``benchapp``'s tables or a comparison process's ``peerapp`` tables.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import datetime
 import hashlib
 import os
 import platform
+import random
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,8 @@ for _path in (str(ROOT), str(HERE)):  # the work tree's django_cacheaside, then 
 RUN_ID = uuid.uuid4().hex[:8]
 KEY_PREFIX = f"bench-{RUN_ID}"
 TABLE_PREFIX = f"bench_{RUN_ID}"
+
+WORDS = ["cache", "redis", "django", "model", "row", "entry", "stamp", "fill", "query", "index"]
 
 
 # -- setup -------------------------------------------------------------------------------------
@@ -108,29 +114,67 @@ def bench_models() -> list[Any]:
     return [Owner, CachedRow, PlainRow, TaggedRow]
 
 
-def create_tables() -> None:
+def create_tables(models: Sequence[Any] | None = None) -> None:
     from django.db import connection
 
     with connection.schema_editor() as editor:
-        for model in bench_models():
+        for model in bench_models() if models is None else models:
             editor.create_model(model)
 
 
-def drop_tables() -> None:
+def drop_tables(models: Sequence[Any] | None = None) -> None:
     from django.db import connection
 
     existing = set(connection.introspection.table_names())
     with connection.schema_editor() as editor:
-        for model in reversed(bench_models()):
+        for model in reversed(bench_models() if models is None else models):
             if model._meta.db_table in existing:
                 editor.delete_model(model)
 
 
-def delete_run_keys() -> int:
-    """Delete every key of this run (``SCAN MATCH <prefix>:*``, never ``KEYS``)."""
-    from django_cacheaside.backend import get_backend
+def seed(
+    rows: int, rng: random.Random, owner: Any = None, row_models: Sequence[Any] | None = None
+) -> None:
+    """``rows`` rows over 10 owners (100 per owner for 1000 rows), the same values in each of
+    ``row_models`` (default: ``benchapp``'s ``CachedRow`` and ``PlainRow``); the same ``rng`` seed
+    gives the same rows in every process."""
+    if owner is None or row_models is None:
+        from benchapp.models import CachedRow, Owner, PlainRow
 
-    client = get_backend().client
+        owner, row_models = Owner, [CachedRow, PlainRow]
+    owners = owner.objects.bulk_create(owner(name=f"owner {i}") for i in range(10))
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    values = []
+    for i in range(rows):
+        body = " ".join(rng.choice(WORDS) for _ in range(90))[:500]
+        values.append(
+            {
+                "title": f"Row number {i}: {rng.choice(WORDS)} {rng.choice(WORDS)}",
+                "slug": f"row-{i}-{rng.choice(WORDS)}",
+                "body": body.ljust(500, "."),
+                "views": rng.randrange(1_000_000),
+                "rank": rng.randrange(100),
+                "created": start
+                + datetime.timedelta(
+                    seconds=rng.randrange(30_000_000), microseconds=rng.randrange(1_000_000)
+                ),
+                "price": Decimal(rng.randrange(100, 1_000_000)) / 100,
+                "active": rng.random() < 0.8,
+                "owner": owners[i % len(owners)],
+                "uid": uuid.UUID(int=rng.getrandbits(128), version=4),
+            }
+        )
+    for model in row_models:
+        model.objects.bulk_create((model(**v) for v in values), batch_size=500)
+
+
+def delete_run_keys(client: Any = None) -> int:
+    """Delete every key of this run (``SCAN MATCH <prefix>:*``, never ``KEYS``), through ``client``
+    (default: the library's own)."""
+    if client is None:
+        from django_cacheaside.backend import get_backend
+
+        client = get_backend().client
     deleted = 0
     batch: list[bytes] = []
     for key in client.scan_iter(match=f"{KEY_PREFIX}:*", count=1000):

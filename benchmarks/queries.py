@@ -6,7 +6,8 @@
 ``exists()``. A hit is two round trips (the pk list, then ``get_many``'s pipelined lookups) and
 100 decodes; the ORM row is one query and 100 instances.
 
-Same environment and method as ``run.py`` (it reuses its seeding, timing and interleaving):
+Same environment and method as ``run.py`` (the same seeding, timing and interleaving, from
+``common.py`` and ``measure.py``):
 ``DATABASE_URL`` (postgres://...) or SQLite in memory, ``REDIS_URL`` or an embedded Redis; keys
 under the run's ``KEY_PREFIX`` and tables under its ``bench_<id>_`` prefix, removed at the end.
 Prints ops/s, p50 and p99 per call (medians over ``--repeats``) and throughput ratios against the
@@ -16,7 +17,6 @@ ORM (medians of per-repeat ratios, with their min-max).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import statistics
 import sys
@@ -24,30 +24,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from common import (
-    HERE,
     RUN_ID,
     base_environment,
     clean_up,
     configure_django,
     create_tables,
     print_environment,
+    seed,
 )
-
-# benchmarks/run.py, by path: "run" on sys.path is the repository's own run.py.
-_spec = importlib.util.spec_from_file_location("benchmarks_run", HERE / "run.py")
-assert _spec is not None and _spec.loader is not None
-_run: Any = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _run  # dataclasses look their module up there
-_spec.loader.exec_module(_run)
-Bench, per_repeat_ratios, run_benches, seed = (
-    _run.Bench,
-    _run.per_repeat_ratios,
-    _run.run_benches,
-    _run.seed,
-)
+from measure import Bench, per_repeat_ratios, run_benches
 
 
 def build_benches(owners: list[Any], ops: int, rng: random.Random) -> list[Bench]:
+    """The rows in pairs (ORM, then cached): a 100-row list, ``count()``, ``exists()``; ``run.py``
+    takes the first pair."""
     from benchapp.models import CachedRow
 
     order = [rng.choice(owners) for _ in range(ops)]

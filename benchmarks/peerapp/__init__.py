@@ -1,0 +1,1 @@
+"""The comparison processes' app: ``benchapp``'s columns and tables without django_cacheaside."""

@@ -1,0 +1,39 @@
+"""django-cachalot: its automatic query cache on a django-redis cache (the same Redis, the
+process's ``KEY_PREFIX``, timeout 300 s). ``peerapp.PlainRow``'s table is uncachable, so the
+baselines are plain queries (through cachalot's patched compiler); every write to
+``peerapp.CachedRow``'s table invalidates every cached query on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from measure import Bench
+from peers.base import Peer, PeerContext, queryset_benches
+
+
+class Cachalot(Peer):
+    name = "cachalot"
+    distribution = "django-cachalot"
+    about = "automatic query cache on django-redis, CACHALOT_TIMEOUT 300"
+
+    def installed_apps(self) -> list[str]:
+        return ["peerapp", "cachalot"]
+
+    def settings(self, ctx: PeerContext) -> dict[str, Any]:
+        return {
+            "CACHES": {
+                "default": {
+                    "BACKEND": "django_redis.cache.RedisCache",
+                    "LOCATION": ctx.redis_url,
+                    "KEY_PREFIX": ctx.key_prefix,
+                }
+            },
+            "CACHALOT_TIMEOUT": 300,
+            "CACHALOT_UNCACHABLE_TABLES": ("django_migrations", f"{ctx.table_prefix}_plainrow"),
+        }
+
+    def benches(self, ctx: PeerContext) -> list[Bench]:
+        return queryset_benches(ctx)
+
+
+PEER = Cachalot()
