@@ -37,9 +37,10 @@ def on_delete(
     invalidate_instance(instance, using, "delete")
 
 
-def connect_all() -> None:
-    """Connect the receivers for every model whose writes touch a cached row (idempotent)."""
-    for model in registry.models_to_watch():
+def connect_all(also: Iterable[type[models.Model]] = ()) -> None:
+    """Connect the receivers for every model whose writes touch a cached row (idempotent), and
+    for the cached models in ``also`` (models the app registry does not list)."""
+    for model in [*registry.models_to_watch(), *(m for m in also if registry.family(m))]:
         label = model._meta.label_lower
         post_save.connect(on_save, sender=model, dispatch_uid=f"cacheaside.save.{label}")
         post_delete.connect(on_delete, sender=model, dispatch_uid=f"cacheaside.delete.{label}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.db import models
+from django.db.models.signals import class_prepared
 
 if TYPE_CHECKING:
     from django_cacheaside.managers import CacheAsideManager
@@ -22,10 +23,29 @@ _wired = False
 def add(model: type[models.Model], manager: CacheAsideManager[Any]) -> None:
     _managers[model] = manager
     _families.clear()
-    if _wired:
-        from django_cacheaside import receivers
+    if _wired:  # a model defined after startup (isolate_apps in a test, a model built at runtime)
+        if _prepared(model):
+            _connect(model)
+        else:  # still inside its class statement
+            class_prepared.connect(_when_prepared, sender=model, weak=False)
 
-        receivers.connect_all()
+
+def _prepared(model: type[models.Model]) -> bool:
+    return model._meta.concrete_model is not None
+
+
+def _when_prepared(sender: type[models.Model], **kwargs: Any) -> None:
+    class_prepared.disconnect(_when_prepared, sender=sender)
+    _families.clear()
+    _connect(sender)
+
+
+def _connect(model: type[models.Model]) -> None:
+    from django_cacheaside import receivers
+
+    # Not in the app registry yet (Django registers a model after preparing it), or never (an
+    # isolated registry): its own receivers are connected by name.
+    receivers.connect_all(also=(model,))
 
 
 def manager_for(model: type[models.Model]) -> CacheAsideManager[Any] | None:
@@ -61,7 +81,8 @@ def family(model: type[models.Model]) -> list[type[models.Model]]:
     # One cached class per table family member: the concrete model, or else one of its proxies.
     by_concrete: dict[type[models.Model], type[models.Model]] = {}
     for cached in sorted(_managers, key=lambda m: (m._meta.proxy, m._meta.label_lower)):
-        by_concrete.setdefault(_concrete(cached), cached)
+        if _prepared(cached):  # not one whose class statement is still running
+            by_concrete.setdefault(_concrete(cached), cached)
     related = {concrete, *concrete._meta.get_parent_list()}
     related.update(c for c in by_concrete if concrete in c._meta.get_parent_list())
     members = sorted((c for c in related if c in by_concrete), key=lambda c: c._meta.label_lower)

@@ -310,3 +310,39 @@ def test_manager_is_not_reachable_from_instances() -> None:
     article = ArticleFactory.create()
     with pytest.raises(AttributeError, match="not its instances"):
         article.cached  # noqa: B018
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cached_model_defined_after_startup_is_invalidated_like_the_others() -> None:
+    from django.db import connection, models
+    from django.test.utils import isolate_apps
+
+    from django_cacheaside import CacheAsideManager, registry
+
+    with isolate_apps():  # none installed: no ready() runs again
+
+        class LateNote(models.Model):
+            text = models.CharField(max_length=20)
+            objects = models.Manager()
+            cached: CacheAsideManager[Any] = CacheAsideManager()
+
+            class Meta:
+                app_label = "testapp"
+
+        try:
+            assert registry.family(LateNote) == [LateNote]
+            with connection.schema_editor() as editor:
+                editor.create_model(LateNote)
+            try:
+                note = LateNote(text="first")
+                note.save()
+                assert LateNote.cached.get(pk=note.pk).text == "first"  # filled
+                note.text = "second"
+                note.save()  # its post_save receiver drops the entry
+                assert LateNote.cached.get(pk=note.pk).text == "second"
+            finally:
+                with connection.schema_editor() as editor:
+                    editor.delete_model(LateNote)
+        finally:
+            registry._managers.pop(LateNote, None)
+            registry._families.clear()
