@@ -15,6 +15,9 @@ from typing import Any
 from measure import Bench
 
 MISSING_PKS = 1000
+# Seconds the compared libraries keep what they cache: longer than a whole run, so that nothing
+# warmed for a repeat expires during it (run.py's own rows refill entries close to their TTL).
+TIMEOUT = 3600
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """django-cachalot: its automatic query cache on a django-redis cache (the same Redis, the
-process's ``KEY_PREFIX``, timeout 300 s). ``peerapp.PlainRow``'s table is uncachable, so the
+process's ``KEY_PREFIX``, timeout ``TIMEOUT``). ``peerapp.PlainRow``'s table is uncachable, so the
 baselines are plain queries (through cachalot's patched compiler); every write to
 ``peerapp.CachedRow``'s table invalidates every cached query on it."""
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from measure import Bench
-from peers.base import Peer, PeerContext, queryset_benches
+from peers.base import TIMEOUT, Peer, PeerContext, queryset_benches
 
 
 class Cachalot(Peer):
     name = "cachalot"
     distribution = "django-cachalot"
-    about = "automatic query cache on django-redis, CACHALOT_TIMEOUT 300"
+    about = "automatic query cache on django-redis, CACHALOT_TIMEOUT 3600"
 
     def installed_apps(self) -> list[str]:
         return ["peerapp", "cachalot"]
@@ -28,7 +28,7 @@ class Cachalot(Peer):
                     "KEY_PREFIX": ctx.key_prefix,
                 }
             },
-            "CACHALOT_TIMEOUT": 300,
+            "CACHALOT_TIMEOUT": TIMEOUT,
             "CACHALOT_UNCACHABLE_TABLES": ("django_migrations", f"{ctx.table_prefix}_plainrow"),
         }
 

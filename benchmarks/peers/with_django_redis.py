@@ -1,5 +1,5 @@
 """The textbook pattern on django-redis, written by hand: ``cache.get(key)``, on a miss the ORM
-and ``cache.set(key, obj, 300)`` (django-redis pickles the instance); ``cache.get_many(keys)``
+and ``cache.set(key, obj, TIMEOUT)`` (django-redis pickles the instance); ``cache.get_many(keys)``
 for a batch (one ``MGET``); ``save()`` then ``cache.delete(key)``. No negative caching, no
 stampede protection, no transaction awareness: what most projects start with."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from measure import Bench
-from peers.base import Peer, PeerContext, queries_counted
+from peers.base import TIMEOUT, Peer, PeerContext, queries_counted
 
 
 class DjangoRedis(Peer):
@@ -43,7 +43,7 @@ class DjangoRedis(Peer):
             obj = cache.get(key(pk))
             if obj is None:
                 obj = objects.get(pk=pk)
-                cache.set(key(pk), obj, 300)
+                cache.set(key(pk), obj, TIMEOUT)
             return obj
 
         def read_many(pks: list[Any]) -> dict[Any, Any]:
@@ -52,7 +52,7 @@ class DjangoRedis(Peer):
             missing = [pk for pk in pks if pk not in result]
             if missing:
                 loaded = objects.in_bulk(missing)
-                cache.set_many({key(pk): obj for pk, obj in loaded.items()}, 300)
+                cache.set_many({key(pk): obj for pk, obj in loaded.items()}, TIMEOUT)
                 result.update(loaded)
             return result
 
