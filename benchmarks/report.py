@@ -255,6 +255,8 @@ def environment_lines(env: dict[str, Any]) -> list[tuple[str, str]]:
         ("machine", f"{env['platform']}, {env['cpus']} cpus, loadavg {env['loadavg']}"),
         ("method", method_line(env)),
     ]
+    if env.get("command"):
+        lines.append(("command", env["command"]))
     for peer in env.get("peers", []):
         lines.append(("compared", f"{peer['name']}: {peer['detail']}"))
     return lines

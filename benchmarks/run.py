@@ -151,6 +151,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="profile the cached.get hit path instead of printing the table",
     )
     args = parser.parse_args(argv)
+    args.argv = list(argv)
     if args.quick:
         for name, value in QUICK.items():
             if getattr(args, name) == parser.get_default(name):
@@ -175,6 +176,7 @@ def environment(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats,
         "quick": args.quick,
         "run_id": RUN_ID,
+        "command": " ".join(["benchmarks/run.py", *args.argv]),
     }
 
 
