@@ -187,10 +187,20 @@ def delete_run_keys(client: Any = None) -> int:
     return deleted
 
 
+def stop_stats() -> None:
+    """Count nothing more and write what was counted now, so that it goes with the run's keys: the
+    library's exit-time flush would otherwise leave a stats bucket behind (they live 7 days)."""
+    from django_cacheaside.stats import counters, flusher
+
+    counters.connect(False)
+    flusher.flush()
+
+
 def clean_up() -> None:
-    """Remove what the run created: its keys, then its tables, then the embedded Redis (each
-    step runs even if the one before failed)."""
+    """Remove what the run created: its keys (stats included), then its tables, then the embedded
+    Redis (each step runs even if the one before failed)."""
     try:
+        stop_stats()
         delete_run_keys()
     finally:
         try:

@@ -92,11 +92,7 @@ def models() -> list[Any]:
 
 def setup(peer: peers.Peer, args: argparse.Namespace) -> tuple[list[Bench], peers.base.PeerContext]:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    placeholder = peers.base.PeerContext(
-        pks=[1], owners=[1], rng=random.Random(0), ops=1, batch_ops=1, batch=1,
-        redis_url=redis_url, key_prefix=KEY_PREFIX, table_prefix=TABLE_PREFIX,
-    )  # fmt: skip
-    configure(peer, peer.settings(placeholder))
+    configure(peer, peer.settings(redis_url, KEY_PREFIX, TABLE_PREFIX))
     from peerapp.models import CachedRow, Owner, PlainRow
 
     rng = random.Random(args.seed)
@@ -122,9 +118,9 @@ def clean_up() -> None:
     import redis
 
     try:
-        delete_run_keys(redis.Redis.from_url(os.environ.get("REDIS_URL", "")))
+        drop_tables(models())  # first: cachalot answers a DROP TABLE with new table timestamps
     finally:
-        drop_tables(models())
+        delete_run_keys(redis.Redis.from_url(os.environ.get("REDIS_URL", "")))
 
 
 def serve(peer: peers.Peer, args: argparse.Namespace, commands: IO[str], replies: IO[str]) -> int:

@@ -40,6 +40,7 @@ from peer import PeerProcess
 
 QUICK = {"ops": 200, "batch_ops": 20, "repeats": 3, "warmup": 20}
 STAMPEDE_TIMEOUT = 300  # seconds
+DATABASE_KEYS = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")  # passed to the peers
 
 
 # -- the other processes ---------------------------------------------------------------------
@@ -62,9 +63,6 @@ def child_environment(redis_url: str) -> dict[str, str]:
 
     entry = {k: v for k, v in connection.settings_dict.items() if k in DATABASE_KEYS}
     return {**os.environ, "REDIS_URL": redis_url, "BENCH_DATABASE": json.dumps(entry)}
-
-
-DATABASE_KEYS = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
 
 
 def start_peers(

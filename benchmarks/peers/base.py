@@ -84,7 +84,9 @@ class Peer:
     def installed_apps(self) -> list[str]:
         return ["peerapp"]
 
-    def settings(self, ctx: PeerContext) -> dict[str, Any]:
+    def settings(self, redis_url: str, key_prefix: str, table_prefix: str) -> dict[str, Any]:
+        """Settings for ``settings.configure`` besides the database and ``INSTALLED_APPS``: the
+        same Redis, the process's key prefix (``run.py`` deletes nothing else), its table names."""
         return {}
 
     def benches(self, ctx: PeerContext) -> list[Bench]:

@@ -19,17 +19,17 @@ class Cachalot(Peer):
     def installed_apps(self) -> list[str]:
         return ["peerapp", "cachalot"]
 
-    def settings(self, ctx: PeerContext) -> dict[str, Any]:
+    def settings(self, redis_url: str, key_prefix: str, table_prefix: str) -> dict[str, Any]:
         return {
             "CACHES": {
                 "default": {
                     "BACKEND": "django_redis.cache.RedisCache",
-                    "LOCATION": ctx.redis_url,
-                    "KEY_PREFIX": ctx.key_prefix,
+                    "LOCATION": redis_url,
+                    "KEY_PREFIX": key_prefix,
                 }
             },
             "CACHALOT_TIMEOUT": TIMEOUT,
-            "CACHALOT_UNCACHABLE_TABLES": ("django_migrations", f"{ctx.table_prefix}_plainrow"),
+            "CACHALOT_UNCACHABLE_TABLES": ("django_migrations", f"{table_prefix}_plainrow"),
         }
 
     def benches(self, ctx: PeerContext) -> list[Bench]:

@@ -19,10 +19,10 @@ class Cacheops(Peer):
     def installed_apps(self) -> list[str]:
         return ["peerapp", "cacheops"]
 
-    def settings(self, ctx: PeerContext) -> dict[str, Any]:
-        prefix = f"{ctx.key_prefix}:"
+    def settings(self, redis_url: str, key_prefix: str, table_prefix: str) -> dict[str, Any]:
+        prefix = f"{key_prefix}:"
         return {
-            "CACHEOPS_REDIS": ctx.redis_url,
+            "CACHEOPS_REDIS": redis_url,
             "CACHEOPS_PREFIX": lambda query: prefix,
             "CACHEOPS": {"peerapp.cachedrow": {"ops": "all", "timeout": TIMEOUT}},
         }

@@ -16,13 +16,13 @@ class DjangoRedis(Peer):
     distribution = "django-redis"
     about = "hand-written cache.get/set/delete of pickled instances"
 
-    def settings(self, ctx: PeerContext) -> dict[str, Any]:
+    def settings(self, redis_url: str, key_prefix: str, table_prefix: str) -> dict[str, Any]:
         return {
             "CACHES": {
                 "default": {
                     "BACKEND": "django_redis.cache.RedisCache",
-                    "LOCATION": ctx.redis_url,
-                    "KEY_PREFIX": ctx.key_prefix,
+                    "LOCATION": redis_url,
+                    "KEY_PREFIX": key_prefix,
                 }
             }
         }
