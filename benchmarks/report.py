@@ -262,15 +262,17 @@ def environment_lines(env: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
-def ceiling_note(ratios: Sequence[dict[str, Any]]) -> str | None:
+def ceiling_note(ratios: Sequence[dict[str, Any]], vendor: str) -> str | None:
     ceiling = next((r for r in ratios if r["ratio"] == "ceiling: raw HGET / orm get"), None)
     if ceiling is None:
         return None
     reach = "within reach" if ceiling["value"] >= HIT_TARGET else "out of reach"
+    where = "" if vendor == "postgresql" else f" (the target is for postgresql, this is {vendor})"
     return (
         f"ceiling: a hit that cost nothing but one raw HGET round trip would be "
         f"{ceiling['value']:.2f}x orm get(pk) on this machine ({ceiling['p50_text']}), so the "
-        f"{HIT_TARGET:g}x target is {reach} for any cache that makes one Redis round trip per hit"
+        f"{HIT_TARGET:g}x target is {reach} for any cache that makes one Redis round trip per "
+        f"hit{where}"
     )
 
 
@@ -305,7 +307,7 @@ def print_table(rows: Sequence[Row], ratios: Sequence[dict[str, Any]], env: dict
             f"  {r['ratio'].ljust(label_width)}  {r['value']:6.2f}{unit}  "
             f"({min(each):.2f}-{max(each):.2f})  {target:<20} {r['status']}"
         )
-    note = ceiling_note(ratios)
+    note = ceiling_note(ratios, env["db_vendor"])
     if note:
         print()
         print(f"  {note}")
@@ -329,7 +331,7 @@ def markdown(rows: Sequence[Row], ratios: Sequence[dict[str, Any]], env: dict[st
                 f"| {escape(r['ratio'])} | {r['value']:.2f}{unit} | {min(each):.2f}-{max(each):.2f} "
                 f"| {escape(r['target_text'])} | {escape(r['status'])} |"
             )
-    note = ceiling_note(ratios)
+    note = ceiling_note(ratios, env["db_vendor"])
     if note:
         out += ["", note[0].upper() + note[1:] + "."]
     return "\n".join(out) + "\n"
