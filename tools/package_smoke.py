@@ -172,7 +172,7 @@ def main(argv: list[str]) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="cacheaside-package-"))
     try:
-        log(f"python -m build --outdir {work / 'dist'}")
+        log(f"python -m build --quiet --outdir {work / 'dist'}")
         run(sys.executable, "-m", "build", "--quiet", "--outdir", work / "dist", ROOT)
         wheels = sorted((work / "dist").glob("*.whl"))
         sdists = sorted((work / "dist").glob("*.tar.gz"))

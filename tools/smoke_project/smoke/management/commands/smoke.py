@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from django import get_version
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -49,7 +50,7 @@ class Command(BaseCommand):
             package.is_relative_to(Path(sys.prefix).resolve()),
             f"django_cacheaside was imported from {package}, not from this venv ({sys.prefix})",
         )
-        self.stdout.write(f"smoke: django_cacheaside from {package.parent}")
+        self.stdout.write(f"smoke: django_cacheaside from {package.parent}, Django {get_version()}")
 
     def miss_then_hit(self) -> None:
         note = Note.objects.create(title="hello", slug="hello")
