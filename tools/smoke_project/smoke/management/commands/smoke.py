@@ -1,7 +1,7 @@
 """``manage.py smoke``: what an installed django-cacheaside must do in a project of its own.
 
 Run by tools/package_smoke.py in a fresh virtualenv; every check raises ``CommandError`` saying what
-went wrong. The keys it wrote are dropped at the end, whatever happened.
+went wrong. The keys under its ``KEY_PREFIX`` are dropped at the end, whatever happened.
 """
 
 import io
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django import get_version
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -19,6 +20,7 @@ from django.template.loader import get_template
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django_redis import get_redis_connection
 
 import django_cacheaside
 from django_cacheaside import stats
@@ -40,9 +42,16 @@ class Command(BaseCommand):
             self.admin_page()
             self.cachestats()
         finally:
-            django_cacheaside.invalidate_model(Note)
-            stats.reset()
+            self.drop_keys()
         self.stdout.write("smoke: all checks passed")
+
+    def drop_keys(self) -> None:
+        """Every key under this run's prefix: entries, stats buckets, the eviction counter."""
+        client = get_redis_connection("default")
+        prefix = settings.CACHEASIDE["KEY_PREFIX"]
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
 
     def installed_not_the_checkout(self) -> None:
         package = Path(django_cacheaside.__file__).resolve()
