@@ -81,22 +81,20 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
     backend = get_backend()
     # Plain HGETs first: the common case is all hits, and an HGET costs a fraction of the lease
     # script. Only the misses then take their stamps and leases, in one more round trip.
-    entries = backend.read_many(list(key_of.values()))
+    entries = backend.read_many(list(key_of.values()))  # in the order of wanted
     found: dict[Any, Any] = {}
     misses: dict[Any, Read] = {}  # what each miss may fill with
     unusable: list[Any] = []
     waiting: dict[Any, str] = {}
     absent: list[Any] = []
-    decode = manager.codec.decode
+    keys_wanted = list(key_of.values())
+    decoded = manager.codec.decode_rows(db, entries, keys_wanted, wanted)
     hits: list[str] = []
     negative: list[str] = []
-    for pk, entry in zip(wanted, entries, strict=True):
-        key = key_of[pk]
+    for pk, key, entry, obj in zip(wanted, keys_wanted, entries, decoded, strict=True):
         if entry is not None:
-            try:
-                obj = decode(db, entry, key, pk)
-            except CorruptEntry as exc:
-                report_error("decode", exc)
+            if isinstance(obj, CorruptEntry):
+                report_error("decode", obj)
                 obj = None
             if obj is not None:
                 if obj is NOT_FOUND:

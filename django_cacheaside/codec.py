@@ -10,7 +10,7 @@ for the model (``ImageField`` dimension fields do, for one).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from django.db import models
@@ -112,6 +112,52 @@ class Codec:
             obj._state = state
             return obj
         return model.from_db(db, self.attnames, values)
+
+    def decode_rows(
+        self, db: str, found: Sequence[bytes | None], keys: Sequence[str], pks: Sequence[Any]
+    ) -> list[Any]:
+        """``decode()`` of each entry (``None`` for a missing one), for ``get_many``; a
+        ``CorruptEntry`` is returned in its place, not raised.
+
+        The same result as calling ``decode()`` per entry, in one loop: row entries of an unsigned
+        codec, for a model whose instances are built plainly, skip the calls between the steps
+        (a few tenths of a microsecond each, a third of the decode of a row).
+        """
+        fast = type(self) is Codec and self._plain
+        if fast and (
+            (pre_init.receivers and pre_init.has_listeners(self.model))
+            or (post_init.receivers and post_init.has_listeners(self.model))
+        ):
+            fast = False
+        prefix, start = self.prefix + entries.ROW, entries.HEADER_LEN  # a row of this schema
+        loads, attnames, width, at = (
+            self.serializer.loads,
+            self.attnames,
+            len(self.attnames),
+            self._pk_index,
+        )
+        model, new = self.model, self.model.__new__
+        results: list[Any] = []
+        for entry, key, pk in zip(found, keys, pks, strict=True):
+            if entry is None:
+                results.append(None)
+                continue
+            try:
+                if fast and entry.startswith(prefix) and len(entry) >= start:
+                    values = loads(entry[start:])
+                    if len(values) == width and values[at] == pk:
+                        obj = new(model)
+                        obj.__dict__.update(zip(attnames, values, strict=True))
+                        state = ModelState()
+                        state.adding = False
+                        state.db = db
+                        obj._state = state
+                        results.append(obj)
+                        continue
+                results.append(self.decode(db, entry, key, pk))  # every other case, and errors
+            except CorruptEntry as exc:
+                results.append(exc)
+        return results
 
     def decode(self, db: str, entry: bytes, key: str = "", pk: Any = ANY_PK) -> Any:
         """An instance, ``NOT_FOUND``, a pointer's pk wrapped in a tuple, or ``None`` (unusable)."""

@@ -346,3 +346,57 @@ def test_a_cached_model_defined_after_startup_is_invalidated_like_the_others() -
         finally:
             registry._managers.pop(LateNote, None)
             registry._families.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_decode_rows_answers_what_decode_answers_entry_by_entry() -> None:
+    from django.db.models.signals import post_init
+
+    from django_cacheaside.exceptions import CorruptEntry
+
+    first, second = ArticleFactory.create_batch(2)
+    codec = Article.cached.codec
+    row_1, row_2 = (codec.encode_row(Article.objects.get(pk=a.pk)) for a in (first, second))
+    cases = [
+        (row_1, first.pk),  # a row
+        (row_2, first.pk),  # another pk's row: corrupt
+        (codec.encode_missing(), 10**9),  # a remembered "does not exist"
+        (codec.encode_pointer(first.pk), first.pk),  # a pointer under an object key: corrupt
+        (b"\x02" + b"0" * 8 + row_1[9:], first.pk),  # another schema: a miss
+        (row_1[:15], first.pk),  # truncated: a miss
+        (row_1[:-5], first.pk),  # a cut payload: corrupt
+        (None, second.pk),  # no entry
+    ]
+    entries = [entry for entry, _pk in cases]
+    pks = [pk for _entry, pk in cases]
+    keys = [Article.cached.key_for_pk(pk) for pk in pks]
+
+    def one_by_one() -> list[Any]:
+        answers: list[Any] = []
+        for entry, key, pk in zip(entries, keys, pks, strict=True):
+            try:
+                answers.append(None if entry is None else codec.decode("default", entry, key, pk))
+            except CorruptEntry as exc:
+                answers.append(type(exc))
+        return answers
+
+    def comparable(answer: Any) -> Any:
+        if isinstance(answer, Article):
+            return ("row", answer.pk, answer.title, answer._state.db, answer._state.adding)
+        return type(answer) if isinstance(answer, CorruptEntry) else answer
+
+    expected = [comparable(a) for a in one_by_one()]
+    assert expected[0] == ("row", first.pk, first.title, "default", False)
+    assert [comparable(a) for a in codec.decode_rows("default", entries, keys, pks)] == expected
+    seen: list[Any] = []
+
+    def record(sender: Any, instance: Article, **kwargs: Any) -> None:
+        seen.append(instance.pk)
+
+    post_init.connect(record, sender=Article)
+    try:  # a post_init listener: instances are built by from_db, and it hears each one
+        decoded = codec.decode_rows("default", entries, keys, pks)
+    finally:
+        post_init.disconnect(record, sender=Article)
+    assert [comparable(a) for a in decoded] == expected
+    assert seen == [first.pk]
