@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from django.db import connections, transaction
 
 from tests.testapp.models import Ledger
+from tests.threads import close_thread_connections
 
 # (row pk, version, commit start ns, commit end ns): commit start is taken as the last statement
 # inside atomic(), just before COMMIT is sent; commit end once atomic() has returned.
@@ -344,7 +345,7 @@ class _Worker:
         except BaseException as error:  # pragma: no cover - reported, never swallowed
             self.fail("worker", error)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
 
 def create_rows(count: int) -> dict[int, str]:
@@ -533,7 +534,7 @@ def run_history(
         finally:
             during_finished.set()
             close_done()
-            connections.close_all()
+            close_thread_connections()
 
     until = during_finished.is_set if during is not None else None
     try:

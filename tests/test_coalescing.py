@@ -14,11 +14,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from django_cacheaside import coalescing
 from tests.factories import ArticleFactory
 from tests.testapp.models import Article
+from tests.threads import close_thread_connections
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -72,7 +73,7 @@ def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
         except BaseException as error:  # pragma: no cover - reported by the assertions
             out.append(error)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     thread = threading.Thread(target=work)
     thread.start()

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import pytest
-from django.db import connections, transaction
+from django.db import transaction
 
 import django_cacheaside
 from django_cacheaside import signals
@@ -14,6 +14,7 @@ from django_cacheaside.backend import get_backend
 from django_cacheaside.testing import count_round_trips
 from tests.factories import ArticleFactory, OrgFactory, update_behind_our_back
 from tests.testapp.models import Article, Note, Org, Place, Restaurant, Uncached
+from tests.threads import close_thread_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -209,7 +210,7 @@ def test_fill_race_never_leaves_a_stale_entry(redis_client: Any) -> None:
             try:
                 result.append(Article.cached.get(pk=article.pk))
             finally:
-                connections.close_all()  # this thread's own database connection
+                close_thread_connections()  # this thread's own database connection
 
         thread = threading.Thread(target=read, name="reader")
         thread.start()

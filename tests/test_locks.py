@@ -19,6 +19,7 @@ from django_cacheaside.backend import get_backend
 from django_cacheaside.locks import new_lease
 from tests.factories import ArticleFactory
 from tests.testapp.models import Article
+from tests.threads import close_thread_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,7 +69,7 @@ def run_threads(count: int, target: Any) -> list[Any]:
         except BaseException as error:  # pragma: no cover - reported by the assertion below
             results[index] = error
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
     for thread in threads:
@@ -418,7 +419,7 @@ def test_get_many_fills_its_own_misses_before_it_waits_for_another_callers(
         try:
             results.append(Article.cached.get_many([mine.pk, theirs.pk]))
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     batch = threading.Thread(target=read)
     batch.start()

@@ -7,12 +7,13 @@ import time
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 import django_cacheaside
 from django_cacheaside import CacheAsideManager, signals
 from tests.factories import update_behind_our_back
 from tests.testapp.models import HotEarly, HotStale
+from tests.threads import close_thread_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,7 +88,7 @@ def test_stale_entry_is_served_during_a_slow_refill_without_a_query(
             with connection.execute_wrapper(slow):
                 refreshed.append(HotStale.cached.get(pk=row.pk).value)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     thread = threading.Thread(target=refresher)
     with Recorder(signals.cache_stale, signals.cache_refresh) as seen:

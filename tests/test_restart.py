@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from django_cacheaside import backend, coalescing, signals
 from tests.history import Report, create_rows, run_history
 from tests.servers import RedisServer, ServerFactory, private_redis  # noqa: F401 - the fixture
 from tests.testapp.models import Ledger
+from tests.threads import close_thread_connections
 
 RESTART_OPS = int(os.environ.get("CACHEASIDE_RESTART_OPS", "2500"))
 EVICTION_ROWS = int(os.environ.get("CACHEASIDE_EVICTION_ROWS", "100000"))
@@ -171,7 +172,7 @@ def test_eviction_pressure_serves_no_stale_row(
                     raise AssertionError(f"get_many of churn rows {batch[0]}.. answered wrong rows")
                 churned.extend(batch)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     report = run_history(
         rows=100,
