@@ -41,3 +41,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     app_settings.reload()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave nothing in Redis: drop the counts no test flushed (the stats exit hook would write
+    them under the run's prefix, to live for STATS_RETENTION), then every key of the run, whether
+    or not the keyspace check ran."""
+    from django_cacheaside.stats import counters
+
+    counters.buffer.take()
+    client = backend.get_backend().client
+    found = list(client.scan_iter(match=f"{django_settings.RUN_PREFIX}*", count=1000))
+    for start in range(0, len(found), 500):
+        client.delete(*found[start : start + 500])
