@@ -38,6 +38,16 @@ WORDS = ["cache", "redis", "django", "model", "row", "entry", "stamp", "fill", "
 
 # -- setup -------------------------------------------------------------------------------------
 
+# What every benchmark process configures alike (run.py's and the comparison processes').
+BASE_SETTINGS: dict[str, Any] = {
+    "DEBUG": False,
+    "USE_TZ": True,
+    "TIME_ZONE": "UTC",
+    "SECRET_KEY": "benchmarks",
+    "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+    "BENCH_TABLE_PREFIX": TABLE_PREFIX,
+}
+
 
 def configure_django(sqlite_name: str = ":memory:") -> str:
     """Configure settings from $DATABASE_URL / $REDIS_URL, set Django up; returns the Redis URL.
@@ -52,16 +62,11 @@ def configure_django(sqlite_name: str = ":memory:") -> str:
 
     url = redis_url()
     settings.configure(
-        DEBUG=False,
         DATABASES={"default": database(sqlite_name=sqlite_name)},
         CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url}},
         CACHEASIDE={"KEY_PREFIX": KEY_PREFIX, "TTL": 300},
         INSTALLED_APPS=["django_cacheaside", "benchapp"],
-        USE_TZ=True,
-        TIME_ZONE="UTC",
-        SECRET_KEY="benchmarks",
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        BENCH_TABLE_PREFIX=TABLE_PREFIX,
+        **BASE_SETTINGS,
     )
     django.setup()
     return url

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import peers
 from common import (
+    BASE_SETTINGS,
     HERE,
     KEY_PREFIX,
     RUN_ID,
@@ -56,14 +57,9 @@ def configure(peer: peers.Peer, ctx_settings: dict[str, Any]) -> None:
     from django.conf import settings
 
     settings.configure(
-        DEBUG=False,
         DATABASES={"default": database()},
         INSTALLED_APPS=peer.installed_apps(),
-        USE_TZ=True,
-        TIME_ZONE="UTC",
-        SECRET_KEY="benchmarks",
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        BENCH_TABLE_PREFIX=TABLE_PREFIX,
+        **BASE_SETTINGS,
         **ctx_settings,
     )
     django.setup()

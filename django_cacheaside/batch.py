@@ -77,17 +77,17 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
     if fill is None:
         return manager._base(db).in_bulk(wanted)
     key_for_pk = manager.key_for_pk
-    key_of = {pk: key_for_pk(pk) for pk in wanted}
+    keys_wanted = [key_for_pk(pk) for pk in wanted]
+    key_of = dict(zip(wanted, keys_wanted, strict=True))
     backend = get_backend()
     # Plain HGETs first: the common case is all hits, and an HGET costs a fraction of the lease
     # script. Only the misses then take their stamps and leases, in one more round trip.
-    entries = backend.read_many(list(key_of.values()))  # in the order of wanted
+    entries = backend.read_many(keys_wanted)
     found: dict[Any, Any] = {}
     misses: dict[Any, Read] = {}  # what each miss may fill with
     unusable: list[Any] = []
     waiting: dict[Any, str] = {}
     absent: list[Any] = []
-    keys_wanted = list(key_of.values())
     decoded = manager.codec.decode_rows(db, entries, keys_wanted, wanted)
     hits: list[str] = []
     negative: list[str] = []

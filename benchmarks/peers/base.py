@@ -20,6 +20,17 @@ MISSING_PKS = 1000
 TIMEOUT = 3600
 
 
+def django_redis_caches(redis_url: str, key_prefix: str) -> dict[str, Any]:
+    """``CACHES`` with one django-redis cache on ``redis_url``, keys under ``key_prefix``."""
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": key_prefix,
+        }
+    }
+
+
 @dataclass
 class PeerContext:
     pks: list[Any]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from measure import Bench
-from peers.base import TIMEOUT, Peer, PeerContext, queryset_benches
+from peers.base import TIMEOUT, Peer, PeerContext, django_redis_caches, queryset_benches
 
 
 class Cachalot(Peer):
@@ -21,13 +21,7 @@ class Cachalot(Peer):
 
     def settings(self, redis_url: str, key_prefix: str, table_prefix: str) -> dict[str, Any]:
         return {
-            "CACHES": {
-                "default": {
-                    "BACKEND": "django_redis.cache.RedisCache",
-                    "LOCATION": redis_url,
-                    "KEY_PREFIX": key_prefix,
-                }
-            },
+            "CACHES": django_redis_caches(redis_url, key_prefix),
             "CACHALOT_TIMEOUT": TIMEOUT,
             "CACHALOT_UNCACHABLE_TABLES": ("django_migrations", f"{table_prefix}_plainrow"),
         }

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from measure import Bench
-from peers.base import TIMEOUT, Peer, PeerContext, queries_counted
+from peers.base import TIMEOUT, Peer, PeerContext, django_redis_caches, queries_counted
 
 
 class DjangoRedis(Peer):
@@ -17,15 +17,7 @@ class DjangoRedis(Peer):
     about = "hand-written cache.get/set/delete of pickled instances"
 
     def settings(self, redis_url: str, key_prefix: str, table_prefix: str) -> dict[str, Any]:
-        return {
-            "CACHES": {
-                "default": {
-                    "BACKEND": "django_redis.cache.RedisCache",
-                    "LOCATION": redis_url,
-                    "KEY_PREFIX": key_prefix,
-                }
-            }
-        }
+        return {"CACHES": django_redis_caches(redis_url, key_prefix)}
 
     def benches(self, ctx: PeerContext) -> list[Bench]:
         from django.core.cache import cache

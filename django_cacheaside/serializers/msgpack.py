@@ -130,13 +130,16 @@ def _decode_timedelta(body: bytes) -> datetime.timedelta:
     return datetime.timedelta(days=days, seconds=seconds, microseconds=micro)
 
 
+_unpack_int64 = _INT64.unpack
+
+
 # timedelta(0, 0, us) rather than timedelta(microseconds=us): keywords cost a third of the call.
-def _decode_datetime_utc(body: bytes, _unpack: Any = _INT64.unpack) -> datetime.datetime:
-    return _EPOCH + _timedelta(0, 0, _unpack(body)[0])
+def _decode_datetime_utc(body: bytes) -> datetime.datetime:
+    return _EPOCH + _timedelta(0, 0, _unpack_int64(body)[0])
 
 
-def _decode_datetime_naive(body: bytes, _unpack: Any = _INT64.unpack) -> datetime.datetime:
-    return _NAIVE_ORIGIN + _timedelta(0, 0, _unpack(body)[0])
+def _decode_datetime_naive(body: bytes) -> datetime.datetime:
+    return _NAIVE_ORIGIN + _timedelta(0, 0, _unpack_int64(body)[0])
 
 
 _new = object.__new__

@@ -146,7 +146,7 @@ def on_hit(sender: Any, key: str, negative: bool = False, **kwargs: Any) -> None
 
 
 def on_hits(sender: Any, keys: list[str], negative: bool = False, **kwargs: Any) -> None:
-    # get_many's hits are object keys, never a query's.
+    """``on_hit`` for a batch of keys (``CacheSignal.send_each``), counted as ``on_hit`` would."""
     name = "negative_hits" if negative else "hits"
     queries = sum(1 for key in keys if _query(key))
     if queries:
