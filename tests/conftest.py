@@ -51,6 +51,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     counters.buffer.take()
     client = backend.get_backend().client
-    found = list(client.scan_iter(match=f"{django_settings.RUN_PREFIX}*", count=1000))
+    found = backend.scan_keys(f"{django_settings.RUN_PREFIX}*")
     for start in range(0, len(found), 500):
         client.delete(*found[start : start + 500])
