@@ -10,6 +10,7 @@ import zoneinfo
 from decimal import Decimal
 from typing import Any
 
+import msgpack
 import pytest
 
 from django_cacheaside import entries
@@ -17,7 +18,7 @@ from django_cacheaside.exceptions import CorruptEntry, NotCacheable
 from django_cacheaside.serializers.msgpack import MsgpackSerializer
 from django_cacheaside.serializers.pickle import PickleSerializer
 from tests.factories import OrgFactory, all_types_values
-from tests.testapp.models import AllTypes
+from tests.testapp.models import AllTypes, Org
 
 PICKLE = "django_cacheaside.serializers.pickle.PickleSerializer"
 
@@ -151,3 +152,122 @@ def test_pickle_serializer_reports_garbage() -> None:
 
 def test_format_versions_differ() -> None:
     assert MsgpackSerializer.format_version != PickleSerializer.format_version
+
+
+# -- rows: MsgpackSerializer.for_fields ------------------------------------------------------------
+
+ROW = MsgpackSerializer().for_fields(AllTypes._meta.concrete_fields)
+NAMES = [field.attname for field in AllTypes._meta.concrete_fields]
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+
+
+def _row(**values: Any) -> list[Any]:
+    base = {name: None for name in NAMES}
+    base.update(values)
+    return [base[name] for name in NAMES]
+
+
+def _stored(payload: bytes) -> dict[str, Any]:
+    """The payload as msgpack holds it (extension types not decoded)."""
+    return dict(zip(NAMES, msgpack.unpackb(payload, raw=False), strict=True))
+
+
+def test_row_stores_the_databases_values_without_extension_types() -> None:
+    values = dict(
+        moment=datetime.datetime(2024, 2, 29, 12, 0, 0, 7, tzinfo=datetime.UTC),
+        decimal=Decimal("12.5000"),
+        uuid=uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        date=datetime.date(2024, 2, 29),
+        duration=datetime.timedelta(days=-1, microseconds=3),
+    )
+    payload = ROW.dumps(_row(**values))
+    stored = _stored(payload)
+    assert isinstance(stored["moment"], msgpack.Timestamp)
+    assert stored["decimal"] == "12.5000"
+    assert stored["uuid"] == values["uuid"].bytes
+    assert stored["date"] == values["date"].toordinal()
+    assert stored["duration"] == -86_400_000_000 + 3
+    back = dict(zip(NAMES, ROW.loads(payload), strict=True))
+    for name, value in values.items():
+        assert type(back[name]) is type(value) and back[name] == value, name
+        assert str(back[name]) == str(value), name
+    assert back["moment"].tzinfo is datetime.UTC
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("moment", datetime.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=datetime.UTC)),
+        ("moment", datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)),
+        ("moment", datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.UTC)),
+        ("moment", datetime.datetime(2021, 10, 31, 2, 30, fold=1, tzinfo=PARIS)),  # not UTC
+        ("moment", datetime.datetime(2021, 10, 31, 2, 30)),  # naive under USE_TZ
+        ("moment", 1_700_000_000),  # a plain value where a stored one would be: wrapped
+        ("decimal", Decimal("NaN")),
+        ("decimal", Decimal("-0.00")),
+        ("decimal", "12.5"),
+        ("decimal", 3),
+        ("uuid", "12345678-1234-5678-1234-567812345678"),
+        ("uuid", b"\x00" * 16),
+        ("date", datetime.date(1, 1, 1)),
+        ("date", datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)),  # a datetime, not a date
+        ("date", 737_000),
+        ("duration", datetime.timedelta(days=-999_999_999)),
+        ("duration", 5),
+        ("char", 7),  # untyped columns are as any other list value
+    ],
+)
+def test_row_values_keep_type_and_value(name: str, value: Any) -> None:
+    (back,) = (
+        v
+        for n, v in zip(NAMES, ROW.loads(ROW.dumps(_row(**{name: value}))), strict=True)
+        if n == name
+    )
+    assert type(back) is type(value)
+    if isinstance(value, Decimal) and value.is_nan():
+        assert back.is_nan()
+    else:
+        assert back == value and str(back) == str(value)
+    if isinstance(value, datetime.datetime):
+        assert back.tzinfo == value.tzinfo and back.fold == value.fold
+
+
+def test_row_of_nones_and_wrong_widths() -> None:
+    assert ROW.loads(ROW.dumps(_row())) == _row()
+    with pytest.raises(NotCacheable):
+        ROW.dumps(_row()[:-1])
+    with pytest.raises(CorruptEntry):
+        ROW.loads(MsgpackSerializer().dumps(_row()[:-1]))
+    with pytest.raises(NotCacheable):  # msgpack would give it back as a datetime
+        ROW.dumps(_row(moment=msgpack.Timestamp(0, 0)))
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("decimal", "twelve"),
+        ("uuid", b"\x00" * 3),
+        ("date", 0),
+        ("date", 10**7),  # past 9999-12-31
+        ("moment", msgpack.Timestamp(2**40, 0)),  # past 9999 too
+        ("char", msgpack.ExtType(10, msgpack.packb([1]))),  # only int, str and bytes are wrapped
+    ],
+)
+def test_row_garbage_in_a_typed_column_is_a_corrupt_entry(name: str, stored: Any) -> None:
+    row = _row()
+    row[NAMES.index(name)] = stored
+    with pytest.raises(CorruptEntry):
+        ROW.loads(msgpack.packb(row, use_bin_type=True))
+
+
+def test_row_format_follows_the_columns_and_use_tz(settings: Any) -> None:
+    serializer = MsgpackSerializer()
+    assert ROW.format_version.startswith(f"{serializer.format_version}/{len(NAMES)}:")
+    assert serializer.for_fields(Org._meta.concrete_fields) is serializer  # no typed column
+    settings.USE_TZ = False
+    naive = serializer.for_fields(AllTypes._meta.concrete_fields)
+    assert naive.format_version != ROW.format_version
+    moment = datetime.datetime(2021, 10, 31, 2, 30, 0, 1)
+    payload = naive.dumps(_row(moment=moment))
+    assert type(_stored(payload)["moment"]) is int
+    assert naive.loads(payload)[NAMES.index("moment")] == moment

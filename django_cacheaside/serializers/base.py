@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from django.db.models import Field
 
 
 class BaseSerializer:
@@ -22,6 +25,14 @@ class BaseSerializer:
 
     def dumps(self, values: Sequence[Any]) -> bytes:
         raise NotImplementedError
+
+    def for_fields(self, fields: Sequence[Field[Any, Any]]) -> BaseSerializer:
+        """The serializer for rows of ``fields`` (a model's concrete fields, in order).
+
+        A serializer may return one specialised for those columns, with a ``format_version`` of
+        its own; by default every row is encoded like any other list of values.
+        """
+        return self
 
     def loads(self, data: bytes) -> list[Any]:
         raise NotImplementedError
