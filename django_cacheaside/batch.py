@@ -71,13 +71,17 @@ def _wait(
 def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, Any]:
     """See ``CacheAsideManager.get_many``."""
     model = manager.model
-    normalise = manager._resolver.normalise_pk
-    wanted = list(dict.fromkeys(normalise(pk) for pk in pks))
+    resolver = manager._resolver
+    if resolver._int_pk:  # the common case, without a call per pk
+        normalise = resolver.normalise_pk
+        wanted = list(dict.fromkeys(pk if type(pk) is int else normalise(pk) for pk in pks))
+    else:
+        wanted = list(dict.fromkeys(map(resolver.normalise_pk, pks)))
     db, fill = manager._policy()
     if fill is None:
         return manager._base(db).in_bulk(wanted)
-    key_for_pk = manager.key_for_pk
-    keys_wanted = [key_for_pk(pk) for pk in wanted]
+    head, part = manager._settings().key_head, keys.key_part  # as key_for_pk() builds them
+    keys_wanted = [f"{head}{pk}}}" if type(pk) is int else f"{head}{part(pk)}}}" for pk in wanted]
     key_of = dict(zip(wanted, keys_wanted, strict=True))
     backend = get_backend()
     # Plain HGETs first: the common case is all hits, and an HGET costs a fraction of the lease
