@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,13 +35,38 @@ def redis_client() -> Any:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("CACHEASIDE_TEST_CLUSTER"):
+        skip = pytest.mark.skip(
+            reason="a single-server test: a cluster pipeline sends one request per node, and "
+            "the direct path is for one server"
+        )
+        for item in items:
+            if item.get_closest_marker("single_redis"):
+                item.add_marker(skip)
     # The keyspace check must see every key the other tests wrote: run it last.
     last = [item for item in items if item.nodeid.startswith("tests/test_zz_keyspace.py")]
     items[:] = [item for item in items if item not in last] + last
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("CACHEASIDE_TEST_CLUSTER"):
+        _use_a_local_cluster(session)
     app_settings.reload()
+
+
+def _use_a_local_cluster(session: pytest.Session) -> None:
+    """``CACHEASIDE_TEST_CLUSTER=1``: the whole run goes to a Redis Cluster of 3 primaries with a
+    replica each, started here and stopped at the end of the run (``tests/clusters.py``)."""
+    from tests.clusters import LocalCluster
+
+    cluster = LocalCluster(primaries=3, replicas=1)
+    cluster.start()
+    session.config.add_cleanup(cluster.stop)
+    django_settings.CACHEASIDE = {
+        **django_settings.CACHEASIDE,
+        "REDIS": cluster.url.replace("redis://", "redis+cluster://", 1),
+    }
+    backend.reset()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

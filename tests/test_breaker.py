@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from django_cacheaside import keys, replay, signals
 from django_cacheaside.backend import breaker as breaker_module
@@ -173,7 +174,9 @@ def test_the_app_connections_have_short_timeouts_and_no_retries(settings: Any) -
     assert direct._kwargs["socket_timeout"] == 0.05
     assert direct._kwargs["socket_connect_timeout"] == 0.07
     assert direct._kwargs["retry"].get_retries() == 0
-    pool = get_backend().client.connection_pool
+    client = get_backend().client
+    assert isinstance(client, redis.Redis)
+    pool = client.connection_pool
     assert pool.connection_kwargs["socket_timeout"] == 0.05
     # A timeout in the URL's query string wins over the setting.
     settings.CACHEASIDE = {

@@ -201,7 +201,7 @@ def test_a_cache_alias_that_is_not_redis_fails_reads_with_what_to_use(settings: 
         **settings.CACHES,
         "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     }
-    settings.CACHEASIDE = {**settings.CACHEASIDE, "CACHE_ALIAS": "local"}
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "CACHE_ALIAS": "local", "REDIS": None}
     with pytest.raises(ImproperlyConfigured, match=r"CACHES\['local'\] is not a Redis cache.*Use"):
         Article.cached.get(pk=1)
 

@@ -18,7 +18,7 @@ from django_cacheaside.backend.direct import DirectCommands
 from tests.factories import ArticleFactory
 from tests.testapp.models import Article
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.single_redis]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ def warm(model: Any, pk: Any) -> None:
     model.cached.get(pk=pk)
 
 
+@pytest.mark.single_redis
 def test_save_invalidates_with_one_round_trip() -> None:
     article = ArticleFactory.create(title="old")
     warm(Article, article.pk)
@@ -173,6 +174,7 @@ def test_rolled_back_transaction_leaves_reads_cached(django_assert_num_queries: 
         assert Article.cached.get(pk=article.pk).title != "never"
 
 
+@pytest.mark.single_redis
 def test_one_commit_sends_one_round_trip_for_many_writes() -> None:
     articles = ArticleFactory.create_batch(5)
     with count_round_trips() as trips, transaction.atomic():

@@ -34,6 +34,7 @@ def test_miss_loads_once_then_hits_with_one_round_trip_and_no_query(
     assert hit._state.db == "default"
 
 
+@pytest.mark.single_redis
 def test_a_miss_costs_three_round_trips(django_assert_num_queries: Any) -> None:
     article = ArticleFactory.create()
     # HGET (miss), READ_OR_BEGIN (stamp), FILL (compare-and-set).
@@ -170,6 +171,7 @@ def test_wrong_model_instance_for_a_foreign_key() -> None:
         Article.cached.get(org=Group.objects.create(name="g"), slug="x")
 
 
+@pytest.mark.single_redis
 def test_get_many_one_round_trip_for_hits(django_assert_num_queries: Any) -> None:
     articles = ArticleFactory.create_batch(5)
     pks = [a.pk for a in articles]
@@ -186,6 +188,7 @@ def test_get_many_one_round_trip_for_hits(django_assert_num_queries: Any) -> Non
     }
 
 
+@pytest.mark.single_redis
 def test_get_many_mixes_hits_and_misses(django_assert_num_queries: Any) -> None:
     articles = ArticleFactory.create_batch(4)
     Article.cached.get(pk=articles[0].pk)

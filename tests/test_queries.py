@@ -70,6 +70,7 @@ def org() -> Org:
 # -- costs ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.single_redis
 def test_a_miss_runs_the_pk_query_and_get_many_then_hits_cost_no_query(
     org: Org, django_assert_num_queries: Any
 ) -> None:
@@ -86,6 +87,7 @@ def test_a_miss_runs_the_pk_query_and_get_many_then_hits_cost_no_query(
     assert all(a._state.db == "default" and not a._state.adding for a in hit)
 
 
+@pytest.mark.single_redis
 def test_a_miss_whose_objects_are_cached_costs_one_query(
     org: Org, django_assert_num_queries: Any
 ) -> None:
@@ -95,6 +97,7 @@ def test_a_miss_whose_objects_are_cached_costs_one_query(
     assert trips.count == 3  # QUERY_READ, QUERY_FILL, get_many (all hits)
 
 
+@pytest.mark.single_redis
 def test_a_hit_whose_objects_expired_loads_only_those(
     org: Org, redis_client: Any, django_assert_num_queries: Any
 ) -> None:
@@ -110,6 +113,7 @@ def test_a_hit_whose_objects_expired_loads_only_those(
         assert pks(Article.cached.filter(org=org).order_by("pk")) == expected
 
 
+@pytest.mark.single_redis
 def test_an_empty_result_is_cached_and_a_hit_is_one_round_trip(
     django_assert_num_queries: Any,
 ) -> None:
@@ -127,6 +131,7 @@ def test_a_query_that_cannot_match_costs_nothing(django_assert_num_queries: Any)
     assert trips.count == 0
 
 
+@pytest.mark.single_redis
 def test_count_and_exists_are_cached(org: Org, django_assert_num_queries: Any) -> None:
     with django_assert_num_queries(3):
         assert Article.cached.filter(org=org).count() == 3

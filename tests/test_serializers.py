@@ -173,7 +173,7 @@ def _stored(payload: bytes) -> dict[str, Any]:
 
 
 def test_row_stores_the_databases_values_without_extension_types() -> None:
-    values = dict(
+    values: dict[str, Any] = dict(
         moment=datetime.datetime(2024, 2, 29, 12, 0, 0, 7, tzinfo=datetime.UTC),
         decimal=Decimal("12.5000"),
         uuid=uuid.UUID("12345678-1234-5678-1234-567812345678"),

@@ -223,7 +223,7 @@ from django.conf import settings
 settings.configure(
     DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
     CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": sys.argv[1]}},
-    CACHEASIDE={"KEY_PREFIX": sys.argv[2], "STATS_FLUSH": 3600},
+    CACHEASIDE={"KEY_PREFIX": sys.argv[2], "STATS_FLUSH": 3600, "REDIS": sys.argv[3] or None},
     INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django_cacheaside",
                     "tests.testapp"],
     DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
@@ -247,7 +247,7 @@ def test_a_process_flushes_its_counts_when_it_exits(settings: Any) -> None:
     prefix = settings.CACHEASIDE["KEY_PREFIX"]
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, redis_url, prefix],
+        [sys.executable, "-c", CHILD, redis_url, prefix, settings.CACHEASIDE.get("REDIS") or ""],
         cwd=root, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -30,6 +30,7 @@ from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from django_cacheaside.backend import scripts
@@ -39,7 +40,7 @@ from django_cacheaside.backend.direct import DirectCommands
 from django_cacheaside.backend.errors import fail_open, report_error
 from django_cacheaside.backend.health import HealthCommands
 from django_cacheaside.backend.instrument import RoundTripCounter, scan_keys
-from django_cacheaside.backend.pipeline import as_bytes
+from django_cacheaside.backend.pipeline import Client, as_bytes
 from django_cacheaside.backend.querying import QueryCommands, QueryRead
 from django_cacheaside.backend.tagging import TagCommands
 from django_cacheaside.conf import app_settings
@@ -93,10 +94,15 @@ def new_stamp() -> bytes:
 
 
 class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
-    def __init__(self, client: redis.Redis, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, client: Client, overrides: dict[str, Any] | None = None) -> None:
         """``overrides``: connection settings the app's own connections use instead of the
         client's (see :func:`connection_overrides`)."""
-        pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        self.cluster = isinstance(client, RedisCluster)
+        if self.cluster:
+            pool_kwargs = cast("RedisCluster", client).get_connection_kwargs()  # type: ignore[no-untyped-call]
+        else:
+            pool = getattr(client, "connection_pool", None)
+            pool_kwargs = getattr(pool, "connection_kwargs", {})
         if pool_kwargs.get("decode_responses"):
             raise ImproperlyConfigured(
                 "The Redis client used by django-cacheaside has decode_responses=True; entries are "
@@ -249,24 +255,20 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
         ``KEYS``) ``batch`` at a time; one ``DEL`` round trip per batch found. Answers the count,
         or ``None`` if Redis failed."""
         deleted = 0
-        cursor = 0
-        while True:
-            if self._direct is not None:
-                raw_cursor, found = self._direct.execute(
-                    "SCAN", cursor, "MATCH", pattern, "COUNT", batch
-                )
-                cursor = int(raw_cursor)
-            else:
-                cursor, found = self.client.scan(cursor=cursor, match=pattern, count=batch)
-            doomed = [key for key in cast("list[bytes]", found) if not key.endswith(b":lock")]
-            if doomed:
-                if self._direct is not None:
-                    self._direct.execute("DEL", *doomed)
-                else:
-                    self._run_pipeline([("DEL", key) for key in doomed])
-                deleted += len(doomed)
-            if cursor == 0:
-                return deleted
+        for server in self._servers():
+            cursor = 0
+            while True:
+                cursor, found = self._scan(server, cursor, batch, pattern)
+                doomed = [key for key in cast("list[bytes]", found) if not key.endswith(b":lock")]
+                if doomed:
+                    if self._direct is not None:
+                        self._direct.execute("DEL", *doomed)
+                    else:
+                        self._run_pipeline([("DEL", key) for key in doomed])
+                    deleted += len(doomed)
+                if cursor == 0:
+                    break
+        return deleted
 
     @fail_open(default=False, invalidation=True)
     def delete(self, keys: Sequence[str]) -> bool:
@@ -307,10 +309,23 @@ def connection_overrides() -> dict[str, Any]:
     return overrides
 
 
+# CACHEASIDE["REDIS"] URLs naming a Redis Cluster: any node's address, the rest is discovered.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
 def _backend_from_settings() -> Backend:
     configured = app_settings.REDIS
     if isinstance(configured, str) and "://" in configured:
+        scheme, rest = configured.split("://", 1)
         # Options in the URL's query string win over the app's defaults.
+        if scheme in CLUSTER_SCHEMES:
+            url = f"{CLUSTER_SCHEMES[scheme]}://{rest}"
+            return Backend(RedisCluster.from_url(url, **connection_overrides()))
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ImproperlyConfigured(
+                f"CACHEASIDE['REDIS'] is a {scheme}:// URL. Use redis://, rediss:// or unix:// "
+                "for one Redis, redis+cluster:// or rediss+cluster:// for a Redis Cluster."
+            )
         return Backend(redis.Redis.from_url(configured, **connection_overrides()))
     return Backend(_configured_client(), connection_overrides())
 

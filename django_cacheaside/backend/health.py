@@ -27,10 +27,15 @@ class ScanSample(NamedTuple):
 
 class HealthCommands(Commands):
     @fail_open(default=None)
-    def server_info(self) -> dict[str, Any] | None:
-        """``INFO`` (the default sections), parsed by redis-py into a dict."""
-        info: dict[str, Any] = self.client.info()
-        return info
+    def server_info(self) -> dict[str, dict[str, Any]] | None:
+        """``INFO`` (the default sections, parsed by redis-py) of each server holding keys (every
+        primary of a cluster), by its ``"host:port"`` (or socket path)."""
+        infos: dict[str, dict[str, Any]] = {}
+        for server in self._servers():
+            kwargs = server.get_connection_kwargs()
+            where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+            infos[str(where)] = server.info()
+        return infos
 
     @fail_open(default=None)
     def swap_marker(self, key: str, value: str, ttl_ms: int) -> str | None:
@@ -44,7 +49,8 @@ class HealthCommands(Commands):
 
     @fail_open(default=None)
     def dbsize(self) -> int | None:
-        return int(self.client.dbsize())
+        """Keys in the database (on a cluster, summed over the primaries)."""
+        return sum(int(server.dbsize()) for server in self._servers())
 
     @fail_open(default=None)
     def scan_sample(
@@ -58,21 +64,24 @@ class HealthCommands(Commands):
         """
         seen: set[bytes] = set()  # SCAN may return a key twice (the table was resized meanwhile)
         matched: dict[bytes, list[bytes]] = {prefix: [] for prefix in prefixes}
-        cursor = 0
-        while True:
-            cursor, found = self.client.scan(cursor=cursor, count=count)
-            for key in cast("list[bytes]", found):
-                if key in seen:
-                    continue
-                seen.add(key)
-                for prefix in prefixes:
-                    if key.startswith(prefix):
-                        matched[prefix].append(key)
-                        break
-            if cursor == 0:
-                return ScanSample(len(seen), matched, True)
-            if len(seen) >= budget:
-                return ScanSample(len(seen), matched, False)
+        servers = self._servers()  # a cluster's primaries one after the other, same budget
+        for server in servers:
+            cursor = 0
+            while True:
+                cursor, found = self._scan(server, cursor, count)
+                for key in cast("list[bytes]", found):
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    for prefix in prefixes:
+                        if key.startswith(prefix):
+                            matched[prefix].append(key)
+                            break
+                if cursor == 0:
+                    break
+                if len(seen) >= budget:
+                    return ScanSample(len(seen), matched, False)
+        return ScanSample(len(seen), matched, True)
 
     @fail_open(default=None)
     def memory_usage(self, keys: Sequence[bytes]) -> list[int | None] | None:
@@ -82,7 +91,7 @@ class HealthCommands(Commands):
             return []
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
-            pipe.execute_command("MEMORY USAGE", key)  # type: ignore[no-untyped-call]
+            pipe.execute_command("MEMORY USAGE", key)
         replies = pipe.execute(raise_on_error=False)
         if any(isinstance(reply, ResponseError) for reply in replies):
             return [None] * len(keys)

@@ -51,4 +51,8 @@ def scan_keys(pattern: str) -> list[bytes]:
     """Every key matching ``pattern``, by ``SCAN`` (never ``KEYS``)."""
     from django_cacheaside.backend import get_backend
 
-    return list(get_backend().client.scan_iter(match=pattern, count=1000))
+    backend = get_backend()
+    found: dict[bytes, None] = {}  # SCAN may return a key twice
+    for server in backend._servers():
+        found.update(dict.fromkeys(server.scan_iter(match=pattern, count=1000)))
+    return list(found)

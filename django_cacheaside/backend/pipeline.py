@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from django_cacheaside.backend import scripts
@@ -13,11 +14,35 @@ from django_cacheaside.backend.breaker import Breaker
 from django_cacheaside.backend.direct import DirectCommands
 from django_cacheaside.exceptions import BackendError
 
+# What the backend talks through: one server's client, or a cluster's.
+Client = redis.Redis | RedisCluster
+
 
 class Commands:
-    client: redis.Redis
+    client: Client
     _direct: DirectCommands | None
     breaker: Breaker
+    #: Whether ``client`` is a ``redis.cluster.RedisCluster``: commands never span two slots, and
+    #: what must see every key (SCAN, INFO, DBSIZE) asks each primary.
+    cluster: bool
+
+    def _servers(self) -> list[redis.Redis]:
+        """A client per server holding keys: every primary of a cluster, else the one server."""
+        if not self.cluster:
+            return [cast("redis.Redis", self.client)]
+        cluster = cast("RedisCluster", self.client)
+        primaries = cluster.get_primaries()  # type: ignore[no-untyped-call]
+        return [cluster.get_redis_connection(node) for node in primaries]
+
+    def _scan(self, server: redis.Redis, cursor: int, count: int, match: str | None = None) -> Any:
+        """One ``SCAN`` step on ``server`` (one of :meth:`_servers`): ``(cursor, keys)``."""
+        if self._direct is not None:
+            args: tuple[Any, ...] = ("SCAN", cursor, "COUNT", count)
+            if match is not None:
+                args += ("MATCH", match)
+            raw_cursor, found = self._direct.execute(*args)
+            return int(raw_cursor), found
+        return server.scan(cursor=cursor, match=match, count=count)
 
     # -- scripts -------------------------------------------------------------------------------
 
@@ -26,6 +51,8 @@ class Commands:
             if self._direct is not None:
                 self._direct.execute("SCRIPT", "LOAD", src)
             else:
+                # On a cluster, redis-py loads it on every primary. Replicas get no scripts: one
+                # promoted by a failover answers NOSCRIPT, and _run_pipeline loads them again.
                 self.client.script_load(src)
 
     def _run_pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -40,7 +67,7 @@ class Commands:
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for command in commands:
-                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                    pipe.execute_command(*command)
                 replies = pipe.execute(raise_on_error=False)
             errors = [reply for reply in replies if isinstance(reply, RedisError)]
             if not errors:

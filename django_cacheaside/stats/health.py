@@ -1,7 +1,8 @@
 """Redis's side of the stats: its memory and eviction figures, and how much memory a model's keys use.
 
 :func:`redis_health` reads ``INFO`` and says what to change where it matters (no ``maxmemory``,
-``noeviction``, evictions rising, an ``allkeys-*`` policy, AOF on). :func:`memory_estimate` samples a
+``noeviction``, evictions rising, an ``allkeys-*`` policy, AOF on); on a Redis Cluster it reads every
+primary and reports their figures summed and one by one. :func:`memory_estimate` samples a
 model's keys with a bounded ``SCAN`` (never ``KEYS``) and ``MEMORY USAGE``. Both raise
 :class:`~django_cacheaside.exceptions.BackendError` when Redis cannot be read. The method and its
 error are described in ``docs/stats.md``.
@@ -14,8 +15,8 @@ import random
 import re
 import statistics
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.apps import apps
@@ -35,7 +36,10 @@ SAMPLE_SIZE = 50
 
 @dataclass
 class RedisHealth:
-    """The ``INFO`` figures that matter to a cache, and what to change about them."""
+    """The ``INFO`` figures that matter to a cache, and what to change about them.
+
+    Of one server; or, on a Redis Cluster, summed over its primaries (see :func:`combine_health`),
+    with each primary's own figures in ``nodes`` (empty for a single server)."""
 
     version: str
     used_memory: int
@@ -48,6 +52,8 @@ class RedisHealth:
     keyspace_misses: int
     aof_enabled: bool
     warnings: list[str] = field(default_factory=list)
+    keys: int = 0  # keys on the server, every database (INFO keyspace)
+    nodes: dict[str, RedisHealth] = field(default_factory=dict)  # "host:port": one primary's
 
     @property
     def keyspace_hit_rate(self) -> float | None:
@@ -56,8 +62,18 @@ class RedisHealth:
         return self.keyspace_hits / lookups if lookups else None
 
     def as_dict(self) -> dict[str, Any]:
-        """The ``redis`` object of ``cachestats --json``."""
-        return {**asdict(self), "keyspace_hit_rate": self.keyspace_hit_rate}
+        """The ``redis`` object of ``cachestats --json`` (its ``nodes``: the same object per
+        primary, without ``nodes``)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "nodes"}
+        data["warnings"] = list(self.warnings)
+        data["keyspace_hit_rate"] = self.keyspace_hit_rate
+        data["nodes"] = {address: node._figures() for address, node in self.nodes.items()}
+        return data
+
+    def _figures(self) -> dict[str, Any]:
+        data = self.as_dict()
+        del data["nodes"]
+        return data
 
 
 def _int(info: Mapping[str, Any], name: str) -> int:
@@ -69,6 +85,27 @@ def _int(info: Mapping[str, Any], name: str) -> int:
 
 def _run_id(info: Mapping[str, Any]) -> str:
     return str(info.get("run_id") or "-")
+
+
+_DATABASE = re.compile(r"db\d+")
+
+
+def _keys(info: Mapping[str, Any]) -> int:
+    """Keys of every database, from ``INFO keyspace`` (``db0: {"keys": 12, ...}`` as redis-py
+    parses it, or the raw ``keys=12,expires=...``)."""
+    total = 0
+    for name, value in info.items():
+        if not _DATABASE.fullmatch(str(name)):
+            continue
+        if isinstance(value, str):
+            value = dict(part.partition("=")[::2] for part in value.split(","))
+        if isinstance(value, Mapping):
+            total += _int(value, "keys")
+    return total
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in text.split(".")) if text else ()
 
 
 def format_bytes(n: int) -> str:
@@ -114,44 +151,172 @@ def health_from_info(info: Mapping[str, Any], previous: str = "", now: float = 0
         keyspace_hits=_int(info, "keyspace_hits"),
         keyspace_misses=_int(info, "keyspace_misses"),
         aof_enabled=_int(info, "aof_enabled") == 1,
+        keys=_keys(info),
     )
     health.warnings = health_warnings(health)
     return health
 
 
+def evictions_marker(info: Mapping[str, Any], now: float) -> str:
+    """What a check of one server leaves for the next one to compare with."""
+    return f"{_run_id(info)} {_int(info, 'evicted_keys')} {now:.3f}"
+
+
+def nodes_marker(infos: Mapping[str, Mapping[str, Any]], now: float) -> str:
+    """The same for several servers (a cluster's primaries): a line per server,
+    ``"<host:port> <run_id> <evicted_keys> <unix time>"``."""
+    return "\n".join(f"{address} {evictions_marker(info, now)}" for address, info in infos.items())
+
+
+def _node_markers(previous: str) -> dict[str, str]:
+    markers = {}
+    for line in previous.splitlines():
+        address, _, marker = line.strip().partition(" ")
+        if address and marker:
+            markers[address] = marker
+    return markers
+
+
+def combine_health(nodes: Mapping[str, RedisHealth]) -> RedisHealth:
+    """One :class:`RedisHealth` for several servers (a cluster's primaries, by ``"host:port"``),
+    with each of them in ``nodes``. Pure.
+
+    Memory, keys, evictions and keyspace hits and misses are summed; ``maxmemory`` too, but it is
+    0 (no limit) as soon as one server has none; ``version`` is the lowest; ``maxmemory_policy``
+    the policy if all agree, else ``"mixed (<policy>, <policy>...)"``; ``aof_enabled`` if any has
+    it. ``evicted_since_last_check`` sums the servers that could be compared with the previous
+    check (``None`` if none could: a restarted server resets its own comparison only)."""
+    if not nodes:
+        raise ValueError("combine_health() needs one server or more")
+    members = dict(nodes)
+    values = list(members.values())
+    policies = sorted({node.maxmemory_policy for node in values})
+    compared = [node for node in values if node.evicted_since_last_check is not None]
+    since: int | None = None
+    elapsed: float | None = None
+    if compared:
+        since = sum(node.evicted_since_last_check or 0 for node in compared)
+        elapsed = max(node.seconds_since_last_check or 0.0 for node in compared)
+    unbounded = any(node.maxmemory == 0 for node in values)
+    combined = RedisHealth(
+        version=min((node.version for node in values), key=_version),
+        used_memory=sum(node.used_memory for node in values),
+        maxmemory=0 if unbounded else sum(node.maxmemory for node in values),
+        maxmemory_policy=policies[0] if len(policies) == 1 else f"mixed ({', '.join(policies)})",
+        evicted_keys=sum(node.evicted_keys for node in values),
+        evicted_since_last_check=since,
+        seconds_since_last_check=elapsed,
+        keyspace_hits=sum(node.keyspace_hits for node in values),
+        keyspace_misses=sum(node.keyspace_misses for node in values),
+        aof_enabled=any(node.aof_enabled for node in values),
+        keys=sum(node.keys for node in values),
+        nodes=members,
+    )
+    combined.warnings = health_warnings(combined)
+    return combined
+
+
+def health_from_infos(
+    infos: Mapping[str, Mapping[str, Any]], previous: str = "", now: float = 0.0
+) -> RedisHealth:
+    """:func:`combine_health` of each server's :func:`health_from_info`, from their ``INFO``
+    replies by ``"host:port"`` and the marker the previous check left (:func:`nodes_marker`).
+    Pure: no I/O."""
+    markers = _node_markers(previous)
+    return combine_health(
+        {
+            address: health_from_info(info, markers.get(address, ""), now)
+            for address, info in infos.items()
+        }
+    )
+
+
+def _names(addresses: Iterable[str]) -> str:
+    return ", ".join(addresses)
+
+
 def health_warnings(health: RedisHealth) -> list[str]:
-    """One sentence per figure that needs changing, saying what to change. Pure."""
+    """One sentence per figure that needs changing, saying what to change. Pure.
+
+    With ``health.nodes`` (a cluster), each sentence names the primaries it is about."""
+    servers = health.nodes or {"": health}
+
+    def where(addresses: list[str]) -> str:
+        if not health.nodes:
+            return ""
+        if len(addresses) == len(servers) > 1:
+            return " on every primary"
+        return f" on {_names(addresses)}"
+
+    def having(test: Callable[[RedisHealth], bool]) -> list[str]:
+        return [address for address, server in servers.items() if test(server)]
+
+    def by_policy(addresses: list[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for address in addresses:
+            groups.setdefault(servers[address].maxmemory_policy, []).append(address)
+        return groups
+
     warnings = []
-    policy = health.maxmemory_policy
-    if health.maxmemory == 0:
+    unbounded = having(lambda server: server.maxmemory == 0)
+    if unbounded:
+        used = sum(servers[address].used_memory for address in unbounded)
         warnings.append(
-            f"maxmemory is not set: Redis grows ({format_bytes(health.used_memory)} now) until the host "
-            "runs out of memory and nothing is ever evicted. Set maxmemory to what the host can "
-            "spare, with maxmemory-policy volatile-ttl."
+            f"maxmemory is not set{where(unbounded)}: Redis grows ({format_bytes(used)} now) until "
+            "the host runs out of memory and nothing is ever evicted. Set maxmemory to what the "
+            "host can spare, with maxmemory-policy volatile-ttl."
         )
-    elif policy == "noeviction":
-        warnings.append(
-            "maxmemory-policy is noeviction: at maxmemory every fill is refused with an OOM error, "
-            "so reads fall back to the database. Set maxmemory-policy volatile-ttl."
+    policies = by_policy(list(servers))
+    if len(policies) > 1:
+        which = "; ".join(
+            f"{policy or '?'} on {_names(names)}" for policy, names in policies.items()
         )
-    if policy.startswith("allkeys-"):
         warnings.append(
-            f"maxmemory-policy is {policy}: it evicts keys without a TTL too (other data in this "
+            f"The primaries do not agree on maxmemory-policy: {which}. Whether a key is evicted "
+            "then depends on which primary its hash slot is on. Set the same maxmemory-policy "
+            "(volatile-ttl) on every primary."
+        )
+    refusing = having(
+        lambda server: server.maxmemory != 0 and server.maxmemory_policy == "noeviction"
+    )
+    if refusing:
+        warnings.append(
+            f"maxmemory-policy is noeviction{where(refusing)}: at maxmemory every fill is refused "
+            "with an OOM error, so reads fall back to the database. Set maxmemory-policy "
+            "volatile-ttl."
+        )
+    allkeys = having(lambda server: server.maxmemory_policy.startswith("allkeys-"))
+    if allkeys:
+        which = ", ".join(f"{policy}{where(names)}" for policy, names in by_policy(allkeys).items())
+        warnings.append(
+            f"maxmemory-policy is {which}: it evicts keys without a TTL too (other data in this "
             "Redis), and may evict a tag set or purge marker while the entries it covers live on. "
             "Set maxmemory-policy volatile-ttl, which evicts the entries closest to expiry first."
         )
-    if health.evicted_since_last_check:
-        elapsed = health.seconds_since_last_check or 0.0
-        limit = f" of {format_bytes(health.maxmemory)}" if health.maxmemory else ""
+    evicting = having(lambda server: bool(server.evicted_since_last_check))
+    if evicting:
+        elapsed = max(servers[address].seconds_since_last_check or 0.0 for address in evicting)
+        details = []
+        for address in evicting:
+            server = servers[address]
+            limit = f" of {format_bytes(server.maxmemory)}" if server.maxmemory else ""
+            usage = f"used_memory {format_bytes(server.used_memory)}{limit}"
+            details.append(
+                f"{address} ({server.evicted_since_last_check}, {usage})" if address else usage
+            )
+        total = sum(servers[address].evicted_since_last_check or 0 for address in evicting)
+        on = f" on {_names(details)}" if health.nodes else f" ({details[0]})"
         warnings.append(
-            f"Redis evicted {health.evicted_since_last_check} keys in the last {format_duration(elapsed)} "
-            f"(used_memory {format_bytes(health.used_memory)}{limit}): evicted entries come back as misses. "
-            "Raise maxmemory, or cache less (shorter TTLs, fewer models)."
+            f"Redis evicted {total} keys in the last {format_duration(elapsed)}{on}: evicted "
+            "entries come back as misses. Raise maxmemory, or cache less (shorter TTLs, fewer "
+            "models)."
         )
-    if health.aof_enabled:
+    appending = having(lambda server: server.aof_enabled)
+    if appending:
         warnings.append(
-            "appendonly is on: every fill and invalidation is also written to disk, which a cache "
-            "does not need. Set appendonly no, unless other data in this Redis must survive restarts."
+            f"appendonly is on{where(appending)}: every fill and invalidation is also written to "
+            "disk, which a cache does not need. Set appendonly no, unless other data in this Redis "
+            "must survive restarts."
         )
     return warnings
 
@@ -162,17 +327,32 @@ def _require(value: Any, what: str) -> Any:
     return value
 
 
+def _address_order(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return (host, int(port)) if port.isdigit() else (address, 0)
+
+
 def redis_health() -> RedisHealth:
     """``INFO`` now, compared with the previous check's ``evicted_keys`` (kept in Redis, under the
-    namespace, for a day): "evictions rising" means keys were evicted since that check. Two round
-    trips. Raises ``BackendError`` if Redis cannot be read."""
+    namespace, for a day): "evictions rising" means keys were evicted since that check. On a
+    Redis Cluster, ``INFO`` of every primary: their figures summed, and each primary's in
+    ``nodes``. Two round trips (one per primary for ``INFO`` on a cluster). Raises
+    ``BackendError`` if Redis cannot be read."""
     backend = get_backend()
-    info = _require(backend.server_info(), "INFO")
+    infos: dict[str, dict[str, Any]] = _require(backend.server_info() or None, "INFO")
     now = time.time()
-    marker = f"{_run_id(info)} {_int(info, 'evicted_keys')} {now:.3f}"
     key = f"{keys.namespace(app_settings.KEY_PREFIX)}stats:evicted"
-    previous = _require(backend.swap_marker(key, marker, EVICTIONS_MARKER_TTL_MS), "SET")
-    return health_from_info(info, previous, now)
+    if not backend.cluster:
+        info = next(iter(infos.values()))
+        previous = _require(
+            backend.swap_marker(key, evictions_marker(info, now), EVICTIONS_MARKER_TTL_MS), "SET"
+        )
+        return health_from_info(info, previous, now)
+    infos = {address: infos[address] for address in sorted(infos, key=_address_order)}
+    previous = _require(
+        backend.swap_marker(key, nodes_marker(infos, now), EVICTIONS_MARKER_TTL_MS), "SET"
+    )
+    return health_from_infos(infos, previous, now)
 
 
 @dataclass
