@@ -189,6 +189,16 @@ def _reliability_errors(value: dict[str, Any]) -> list[CheckMessage]:
         setting = value.get(name, DEFAULTS[name])
         if not valid(setting):
             errors.append(Error(f"CACHEASIDE[{name!r}] is {setting!r}.", hint=hint, id=check_id))
+    acks = value.get("REPLICA_ACKS", DEFAULTS["REPLICA_ACKS"])
+    if not (isinstance(acks, int) and not isinstance(acks, bool) and acks >= 0):
+        errors.append(
+            Error(
+                f"CACHEASIDE['REPLICA_ACKS'] is {acks!r}.",
+                hint="Set REPLICA_ACKS to a whole number of replicas, 0 or more (1 with Sentinel "
+                "or a Redis Cluster with replicas; 0 for a single Redis).",
+                id="cacheaside.E020",
+            )
+        )
     if not isinstance(value.get("SIGN_ENTRIES", False), bool):
         errors.append(
             Error(

@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
     # Invalidations a process keeps while Redis cannot be reached, to replay when it answers again.
     # Past this many, the models they touch are purged (by SCAN) on recovery instead.
     "REPLAY_LIMIT": 10_000,
+    # Replicas that must hold an invalidation before the write that made it goes on (Redis WAIT,
+    # at most half of SOCKET_TIMEOUT): with 1, a failover to a replica cannot bring back an entry
+    # that was invalidated. 0: do not wait (a single Redis, or replicas you never fail over to).
+    "REPLICA_ACKS": 0,
     # Sign every entry with a MAC keyed from SECRET_KEY: entries not written by the app are misses.
     "SIGN_ENTRIES": False,
     # Count hits, misses, fills... per model (django_cacheaside.stats). False: no counting at all.

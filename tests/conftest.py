@@ -34,11 +34,28 @@ def redis_client() -> Any:
     return backend.get_backend().client
 
 
+# Tests that start whole clusters or sentinel setups of their own: CACHEASIDE_TEST_SERVERS=0 leaves
+# them out of the CI's extra runs (other Djangos and Pythons), which test the same code again.
+_SERVER_SETUPS = {
+    "test_clusters.py",
+    "test_cluster.py",
+    "test_sentinel.py",
+    "test_cluster_stats.py",
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("CACHEASIDE_TEST_SERVERS") == "0":
+        skip_setups = pytest.mark.skip(
+            reason="CACHEASIDE_TEST_SERVERS=0: no test starting clusters or sentinels this run"
+        )
+        for item in items:
+            if item.path.name in _SERVER_SETUPS:
+                item.add_marker(skip_setups)
     if os.environ.get("CACHEASIDE_TEST_CLUSTER"):
         skip = pytest.mark.skip(
-            reason="a single-server test: a cluster pipeline sends one request per node, and "
-            "the direct path is for one server"
+            reason="a single-server test: round trips counted (a cluster pipeline sends one "
+            "request per node), the direct path, or timings set for one server"
         )
         for item in items:
             if item.get_closest_marker("single_redis"):

@@ -318,3 +318,42 @@ def test_invalidate_model_inside_a_transaction_runs_again_at_commit(redis_client
         get_backend().fill(key, read.stamp, b"old", 60_000)
     assert redis_client.hget(key, "d") is None  # the commit scanned again
     assert Article.cached.get(pk=article.pk).title == "raw"
+
+
+@pytest.mark.single_redis
+def test_replica_acks_waits_after_the_deletions_and_reports_a_shortfall(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, redis_client: Any
+) -> None:
+    """``REPLICA_ACKS``: a ``WAIT`` rides in the invalidation's own round trip; the suite's Redis
+    has no replica, so it confirms 0 and that is reported, while the entry is gone all the same.
+    Without the setting, no ``WAIT`` is sent. (A real replica: tests/test_cluster.py, test_sentinel.py.)"""
+    from django_cacheaside.backend.direct import DirectCommands
+
+    sent: list[tuple[Any, ...]] = []
+    execute_many = DirectCommands.execute_many
+
+    def recording(self: DirectCommands, commands: Any) -> Any:
+        sent.extend(commands)
+        return execute_many(self, commands)
+
+    monkeypatch.setattr(DirectCommands, "execute_many", recording)
+    errors: list[str] = []
+    signals.cache_error.connect(
+        lambda sender, operation, **kw: errors.append(operation), weak=False, dispatch_uid="acks"
+    )
+    try:
+        article = ArticleFactory.create()
+        warm(Article, article.pk)
+        article.save()
+        assert not any(command[0] == "WAIT" for command in sent) and errors == []
+        settings.CACHEASIDE = {**settings.CACHEASIDE, "REPLICA_ACKS": 1, "SOCKET_TIMEOUT": 0.1}
+        warm(Article, article.pk)
+        with count_round_trips() as trips:
+            article.save()
+        waits = [command for command in sent if command[0] == "WAIT"]
+        assert waits and all(command == ("WAIT", 1, 50) for command in waits)
+        assert trips.count == 1  # the WAIT rides in the invalidation's own round trip
+        assert "replicate" in errors
+        assert not redis_client.exists(Article.cached.key_for_pk(article.pk))
+    finally:
+        signals.cache_error.disconnect(dispatch_uid="acks")

@@ -224,6 +224,7 @@ def test_fills_that_began_after_a_purge_are_kept(redis_client: Any) -> None:
 # -- bounded tag sets -------------------------------------------------------------------------
 
 
+@pytest.mark.single_redis  # 0.4 s TTLs: a round of 1000-key get_many() on a cluster outlasts them
 def test_tag_sets_stay_bounded_by_the_live_entries(redis_client: Any) -> None:
     """Fills and invalidations under one tag leave at most the live entries' members.
 

@@ -246,7 +246,7 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
         else:
             commands += [("DEL", key) for key in dropped]  # one slot per command, as Cluster wants
         commands += [op for op in operations if op[0] == "HDEL"]
-        self._run_pipeline(commands)
+        self._run_pipeline(commands, written=[op[1] for op in operations])
         return True
 
     @fail_open(default=None, invalidation=True)
@@ -261,10 +261,10 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
                 cursor, found = self._scan(server, cursor, batch, pattern)
                 doomed = [key for key in cast("list[bytes]", found) if not key.endswith(b":lock")]
                 if doomed:
-                    if self._direct is not None:
-                        self._direct.execute("DEL", *doomed)
+                    if self._direct is not None:  # one server: any keys in one command
+                        self._run_pipeline([("DEL", *doomed)], written=doomed)
                     else:
-                        self._run_pipeline([("DEL", key) for key in doomed])
+                        self._run_pipeline([("DEL", key) for key in doomed], written=doomed)
                     deleted += len(doomed)
                 if cursor == 0:
                     break
@@ -277,12 +277,11 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
             return True
         if self._direct is not None:
             for start in range(0, len(keys), 10000):  # one server, so any keys in one command
-                self._direct.execute("DEL", *keys[start : start + 10000])
-        elif len(keys) == 1:
-            self.client.delete(keys[0])
+                batch = keys[start : start + 10000]
+                self._run_pipeline([("DEL", *batch)], written=batch)
         else:
             # One DEL per key keeps every command on one slot, as Redis Cluster requires.
-            self._run_pipeline([("DEL", key) for key in keys])
+            self._run_pipeline([("DEL", key) for key in keys], written=keys)
         return True
 
 

@@ -12,6 +12,8 @@ from redis.exceptions import NoScriptError, RedisError
 from django_cacheaside.backend import scripts
 from django_cacheaside.backend.breaker import Breaker
 from django_cacheaside.backend.direct import DirectCommands
+from django_cacheaside.backend.errors import report_error
+from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import BackendError
 
 # What the backend talks through: one server's client, or a cluster's.
@@ -55,28 +57,70 @@ class Commands:
                 # promoted by a failover answers NOSCRIPT, and _run_pipeline loads them again.
                 self.client.script_load(src)
 
-    def _run_pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _run_pipeline(
+        self, commands: Sequence[tuple[Any, ...]], written: Sequence[str | bytes] = ()
+    ) -> list[Any]:
         """Send ``commands`` in one round trip and return their replies.
 
         Scripts go as EVALSHA; if the server lost them (restart, ``SCRIPT FLUSH``) they are loaded
         and the commands sent once more. Every command the app sends is safe to repeat.
+
+        ``written`` names keys the commands delete for an invalidation: with ``REPLICA_ACKS``, a
+        ``WAIT`` follows them on the same connection of each server holding one, and a replica
+        that does not confirm in time is reported (:meth:`_confirmed`).
         """
+        waits = self._waits(written)
         for attempt in (1, 2):
             if self._direct is not None:
-                replies = self._direct.execute_many(commands)
+                replies = self._direct.execute_many([*commands, *(wait for wait, _ in waits)])
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for command in commands:
                     pipe.execute_command(*command)
+                for wait, options in waits:
+                    pipe.execute_command(*wait, **options)
                 replies = pipe.execute(raise_on_error=False)
             errors = [reply for reply in replies if isinstance(reply, RedisError)]
             if not errors:
+                if waits:
+                    self._confirmed(replies[len(commands) :])
+                    replies = replies[: len(commands)]
                 return replies
             if attempt == 1 and any(isinstance(e, NoScriptError) for e in errors):
                 self._load_scripts()
                 continue
             raise errors[0]
         raise AssertionError("unreachable")
+
+    def _waits(
+        self, written: Sequence[str | bytes]
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """The ``WAIT`` commands (with their pipeline options) that confirm ``written``."""
+        acks = int(app_settings.REPLICA_ACKS)
+        if not acks or not written:
+            return []
+        timeout = app_settings.SOCKET_TIMEOUT
+        wait = ("WAIT", acks, max(1, int(float(timeout) * 500)) if timeout else 100)
+        if not self.cluster:
+            return [(wait, {})]
+        cluster = cast("RedisCluster", self.client)
+        nodes = {}
+        for key in written:
+            node = cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            nodes[node.name] = node
+        return [(wait, {"target_nodes": node}) for node in nodes.values()]
+
+    def _confirmed(self, replies: Sequence[Any]) -> None:
+        acks = int(app_settings.REPLICA_ACKS)
+        confirmed = min(int(reply) for reply in replies)
+        if confirmed < acks:
+            report_error(
+                "replicate",
+                BackendError(
+                    f"an invalidation reached {confirmed} of the {acks} replicas REPLICA_ACKS "
+                    "asks for in time: a failover now could bring its entry back"
+                ),
+            )
 
 
 def as_bytes(value: Any) -> bytes | None:

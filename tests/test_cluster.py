@@ -1,0 +1,312 @@
+"""Redis Cluster: the key layout keeps every command on one slot, invalidations reach replicas
+before the write goes on, and a live reshard or a primary's failover under load serves no stale row.
+
+The rest of the suite runs against a cluster too, with ``CACHEASIDE_TEST_CLUSTER=1`` (CI does);
+these tests start clusters of their own (``tests/clusters.py``) and need no such switch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from redis.cluster import ClusterPipeline, RedisCluster
+
+import django_cacheaside
+from django_cacheaside import backend, keys, signals
+from tests.clusters import ClusterFactory, LocalCluster, local_cluster  # noqa: F401 - the fixture
+from tests.factories import ArticleFactory, OrgFactory, PostFactory
+from tests.history import Report, run_history
+from tests.testapp.models import Article, Ledger, Post
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="concurrent writers need a database shared by threads: PostgreSQL",
+)
+
+
+def cluster_url(cluster: LocalCluster) -> str:
+    return cluster.url.replace("redis://", "redis+cluster://", 1)
+
+
+@pytest.fixture
+def on_cluster(settings: Any) -> Iterator[Any]:
+    """Point the app at a cluster: ``on_cluster(cluster, **more CACHEASIDE settings)``."""
+
+    def use(cluster: LocalCluster, **options: Any) -> None:
+        settings.CACHEASIDE = {**settings.CACHEASIDE, "REDIS": cluster_url(cluster), **options}
+        backend.reset()
+        backend.get_backend()._load_scripts()
+
+    yield use
+    backend.reset()
+
+
+@pytest.fixture
+def cache_errors() -> Iterator[list[str]]:
+    """The operation of every ``cache_error`` this process sends during the test."""
+    seen: list[str] = []
+
+    def record(sender: Any, operation: str = "", **kwargs: Any) -> None:
+        seen.append(operation)
+
+    signals.cache_error.connect(record, dispatch_uid="test_cluster")
+    yield seen
+    signals.cache_error.disconnect(dispatch_uid="test_cluster")
+
+
+def test_the_url_gives_a_cluster_client(
+    local_cluster: ClusterFactory,  # noqa: F811
+    on_cluster: Any,
+) -> None:
+    on_cluster(local_cluster(primaries=3, replicas=0))
+    assert isinstance(backend.get_backend().client, RedisCluster)
+    assert backend.get_backend().cluster
+
+
+def test_a_url_of_an_unknown_scheme_says_which_to_use(settings: Any) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "REDIS": "cluster://127.0.0.1:7000"}
+    backend.reset()
+    try:
+        with pytest.raises(ImproperlyConfigured, match=r"redis\+cluster://"):
+            backend.get_backend()
+    finally:
+        backend.reset()
+
+
+# -- one slot per command ------------------------------------------------------------------------
+
+AWKWARD = [1, 2**62, "a{b}c", "}{", "x=y,z", "%7B", "ünï"]
+
+
+def test_each_key_family_shares_one_slot_where_a_command_needs_it(
+    local_cluster: ClusterFactory,  # noqa: F811
+) -> None:
+    """What one script or command touches together, ``CLUSTER KEYSLOT`` puts in one slot; what
+    belongs to different objects spreads over slots (the hash tag is not the whole key space)."""
+    cluster = local_cluster(primaries=1, replicas=0)
+    namespace = keys.namespace("p")
+    label = "testapp.article"
+    slots = set()
+    for value in AWKWARD:
+        obj = keys.object_key(namespace, label, value)
+        pointer = keys.lookup_key(namespace, label, [("slug", value), ("org_id", 3)])
+        families = {
+            "object + its lease": [obj, keys.lock_key(obj)],
+            "pointer + its lease": [pointer, keys.lock_key(pointer)],
+            "query generations + a result": [
+                keys.query_generations_key(namespace, label),
+                keys.query_key(namespace, label, f"digest{value}"),
+            ],
+            "tag set + its purge marker": [
+                keys.tag_key(namespace, f"org:{value}"),
+                keys.tag_marker_key(keys.tag_key(namespace, f"org:{value}")),
+            ],
+        }
+        for family, together in families.items():
+            found = {cluster.keyslot(key) for key in together}
+            assert len(found) == 1, (family, value, together, found)
+            # redis-py routes by the same function
+            assert found == {RedisCluster.keyslot(cluster.client(), together[0])}
+        slots.add(cluster.keyslot(obj))
+    assert len(slots) == len(AWKWARD)  # no two of these objects collide
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_command_the_app_sends_stays_on_one_slot(
+    local_cluster: ClusterFactory,  # noqa: F811
+    on_cluster: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every feature once, with each command's keys recorded: none spans two slots."""
+    cluster = local_cluster(primaries=3, replicas=0)
+    on_cluster(cluster)
+    sent: list[tuple[Any, ...]] = []
+    for cls in (RedisCluster, ClusterPipeline):
+        original = cls.execute_command
+
+        def recording(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            sent.append(args)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "execute_command", recording)
+    org = OrgFactory.create()
+    articles = ArticleFactory.create_batch(5, org=org)
+    posts = PostFactory.create_batch(3, org=org)
+    Article.cached.get(pk=articles[0].pk)
+    Article.cached.get(org=org, slug=articles[1].slug)
+    Article.cached.get_many([a.pk for a in articles])
+    assert len(Article.cached.filter(org=org)) == 5
+    assert Article.cached.filter(org=org).count() == 5
+    Post.cached.get_many([p.pk for p in posts])
+    articles[0].title = "changed"
+    articles[0].save()
+    django_cacheaside.invalidate_tags(f"org:{org.pk}")
+    django_cacheaside.invalidate_model(Article)
+    from django_cacheaside.stats import flusher
+
+    assert flusher.flush()
+    multi = 0
+    for args in sent:
+        name = str(args[0]).upper()
+        if name in ("EVALSHA", "EVAL"):
+            touched = list(args[3 : 3 + int(args[2])])
+        elif name in ("DEL", "HGET", "HINCRBY", "PEXPIRE", "HGETALL", "GET", "SET", "ZREM"):
+            touched = list(args[1:2]) if name != "DEL" else list(args[1:])
+        else:
+            continue
+        multi += len(touched) > 1
+        assert len({cluster.keyslot(key) for key in touched}) <= 1, args
+    assert multi > 0  # the two-key scripts were among them
+
+
+# -- replicas ------------------------------------------------------------------------------------
+
+
+def replica_has(cluster: LocalCluster, key: str) -> bool:
+    """Whether the replica of the primary serving ``key`` holds it (read there, READONLY)."""
+    primary = cluster.primary_for_slot(cluster.keyslot(key))
+    (replica,) = cluster.replicas_of(primary)
+    client = cluster.node_client(replica)
+    client.execute_command("READONLY")
+    return bool(client.exists(key))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_replica_acks_an_invalidation_is_on_the_replica_when_save_returns(
+    local_cluster: ClusterFactory,  # noqa: F811
+    on_cluster: Any,
+    cache_errors: list[str],
+) -> None:
+    cluster = local_cluster(primaries=3, replicas=1)
+    on_cluster(cluster, REPLICA_ACKS=1)
+    articles = ArticleFactory.create_batch(20)
+    for article in articles:
+        Article.cached.get(pk=article.pk)
+    key_of = {a.pk: Article.cached.key_for_pk(a.pk) for a in articles}
+    deadline = time.monotonic() + 5
+    while not all(replica_has(cluster, k) for k in key_of.values()):  # the fills replicate
+        assert time.monotonic() < deadline, "fills never reached the replicas"
+        time.sleep(0.02)
+    for article in articles:
+        article.title = "new"
+        article.save()
+        # No sleep: the WAIT after the deletion returned only once the replica had it.
+        assert not replica_has(cluster, key_of[article.pk])
+    assert cache_errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replica_that_does_not_confirm_in_time_is_reported_and_the_write_goes_on(
+    local_cluster: ClusterFactory,  # noqa: F811
+    on_cluster: Any,
+    cache_errors: list[str],
+) -> None:
+    cluster = local_cluster(primaries=1, replicas=1)
+    on_cluster(cluster, REPLICA_ACKS=1, SOCKET_TIMEOUT=0.2)
+    article = ArticleFactory.create()
+    Article.cached.get(pk=article.pk)
+    (replica,) = cluster.replicas_of(cluster.primaries()[0])
+    assert replica._process is not None
+    os.kill(replica._process.pid, signal.SIGSTOP)  # it neither applies nor confirms anything
+    try:
+        started = time.monotonic()
+        article.title = "new"
+        article.save()
+        took = time.monotonic() - started
+    finally:
+        os.kill(replica._process.pid, signal.SIGCONT)
+    assert "replicate" in cache_errors
+    assert took < 0.9  # bounded by the WAIT timeout (half of SOCKET_TIMEOUT), twice over
+    assert Article.cached.get(pk=article.pk).title == "new"
+
+
+# -- under load ----------------------------------------------------------------------------------
+
+
+def show(capsys: pytest.CaptureFixture[str], report: Report, extra: str) -> None:
+    with capsys.disabled():
+        print(f"\n{report.summary()}; {extra}")
+
+
+def assert_clean(report: Report) -> None:
+    assert not report.errors, "\n".join(report.errors[:10])  # nothing raised to a caller
+    assert not report.violations, "\n".join(report.violations[:10])
+    assert report.reads > 0 and report.writes > 0
+
+
+def ledger_slots(cluster: LocalCluster) -> dict[int, int]:
+    """How many of the Ledger rows' object keys each slot holds, busiest first."""
+    counts: dict[int, int] = {}
+    for pk in Ledger.objects.values_list("pk", flat=True):
+        slot = cluster.keyslot(Ledger.cached.key_for_pk(pk))
+        counts[slot] = counts.get(slot, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_live_resharding_under_load_serves_no_stale_row_and_raises_nothing(
+    local_cluster: ClusterFactory,  # noqa: F811
+    on_cluster: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cluster = local_cluster(primaries=3, replicas=0)
+    on_cluster(cluster, LOCK_WAIT=0.25, BREAKER_COOLDOWN=0.5)
+    moved: list[int] = []
+
+    def reshard() -> None:
+        time.sleep(0.5)
+        for slot in list(ledger_slots(cluster))[:12]:  # the slots of the keys in use
+            source = cluster.primary_for_slot(slot)
+            target = next(p for p in cluster.primaries() if p is not source)
+            cluster.migrate_slot(slot, target, batch=2, between_batches=lambda: time.sleep(0.01))
+            moved.append(slot)
+        time.sleep(0.5)
+
+    report = run_history(
+        rows=100, writers=4, readers=16, operations=3000, during=reshard, max_seconds=120
+    )
+    show(capsys, report, f"{len(moved)} slots moved live")
+    assert len(moved) == 12
+    assert_clean(report)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_primary_failing_over_under_load_serves_no_stale_row(
+    local_cluster: ClusterFactory,  # noqa: F811
+    on_cluster: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A primary is killed mid-workload; its replica takes over. Invalidations were on the replica
+    before each write went on (``REPLICA_ACKS=1``), so no entry comes back: no stale read before,
+    during or after the failover, and no exception (reads of the dead node's slots go to the
+    database meanwhile)."""
+    cluster = local_cluster(primaries=3, replicas=1)
+    on_cluster(cluster, REPLICA_ACKS=1, LOCK_WAIT=0.25, BREAKER_COOLDOWN=0.5)
+    timeline: dict[str, float] = {}
+
+    def fail_over() -> None:
+        time.sleep(1.0)
+        busiest = next(iter(ledger_slots(cluster)))
+        victim = cluster.primary_for_slot(busiest)
+        cluster.kill(victim)
+        timeline["killed"] = time.monotonic()
+        cluster.wait_for_failover(victim)
+        timeline["promoted after s"] = round(time.monotonic() - timeline["killed"], 2)
+        time.sleep(2.0)  # the workload goes on against the promoted replica
+
+    report = run_history(
+        rows=100, writers=4, readers=16, operations=3000, during=fail_over, max_seconds=120
+    )
+    show(capsys, report, f"failover {timeline}")
+    assert "promoted after s" in timeline
+    assert_clean(report)
