@@ -13,13 +13,16 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from django_cacheaside.management.commands.cachestats import (
+    NODE_COLUMNS,
     Command,
     Report,
     _ms,
     _rate,
+    health_figures,
+    node_rows,
 )
 from django_cacheaside.stats import ModelStats
-from django_cacheaside.stats.health import format_bytes, format_duration
+from django_cacheaside.stats.health import format_bytes
 
 # The windows the page offers (``?window=``), in seconds; the first is the default.
 WINDOWS = {"1h": 3600, "15m": 900, "24h": 86400}
@@ -156,24 +159,20 @@ def table(report: Report, show_all: bool = False) -> tuple[list[dict[str, Any]],
 
 
 def redis_figures(report: Report) -> list[tuple[str, str]]:
+    """The command's Redis figures (summed over the primaries of a cluster), the version first."""
     health = report.health
-    evicted = str(health.evicted_keys)
-    if health.evicted_since_last_check is not None:
-        ago = format_duration(health.seconds_since_last_check or 0.0)
-        evicted += f" ({health.evicted_since_last_check} since the last check, {ago} ago)"
-    lookups = health.keyspace_hits + health.keyspace_misses
+    version = health.version
+    if len(health.nodes) > 1:
+        version += f" (the lowest of {len(health.nodes)} primaries)"
+    return [("version", version), *health_figures(health)]
+
+
+def redis_nodes(report: Report) -> list[dict[str, Any]]:
+    """The command's per-primary rows, as ``{"node": address, "cells": [(column, text)...]}``;
+    none unless Redis is a cluster of two primaries or more."""
     return [
-        ("version", health.version),
-        ("used_memory", format_bytes(health.used_memory)),
-        ("maxmemory", format_bytes(health.maxmemory) if health.maxmemory else "not set"),
-        ("maxmemory_policy", health.maxmemory_policy),
-        ("evicted_keys", evicted),
-        (
-            "keyspace hits",
-            f"{_rate(health.keyspace_hit_rate)} of {lookups} lookups "
-            f"({health.keyspace_hits} hits, {health.keyspace_misses} misses)",
-        ),
-        ("appendonly", "yes" if health.aof_enabled else "no"),
+        {"node": row["node"], "cells": [(key, row[key]) for key, _ in NODE_COLUMNS[1:]]}
+        for row in node_rows(report.health)
     ]
 
 
@@ -198,6 +197,8 @@ def page_context(window_name: str, window: int, show_all: bool = False) -> dict[
         other_schema=other,
         chart=chart(report.rows, window),
         redis=redis_figures(report),
+        redis_nodes=redis_nodes(report),
+        redis_columns=[heading for _, heading in NODE_COLUMNS],
         warnings=report.health.warnings,
         models=list(report.schemas),
     )

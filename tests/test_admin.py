@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from django_cacheaside import stats
 from django_cacheaside.admin_views import chart
+from django_cacheaside.backend import get_backend
 from django_cacheaside.stats import ModelStats, counters
 from tests.factories import ArticleFactory
 from tests.testapp.models import Article, Label
@@ -170,6 +171,8 @@ def test_the_numbers_of_a_workload_are_on_the_page(admin_client: Client) -> None
     assert "last minute with reads: 40.0%" in html
     # Redis's figures and its warnings.
     assert 'data-figure="used_memory"' in html and 'data-figure="evicted_keys"' in html
+    # A table per primary on a Redis Cluster (CACHEASIDE_TEST_CLUSTER) only.
+    assert ('id="ca-redis-nodes"' in html) == get_backend().cluster
     assert ("ca-warnings" in html) or ("No warnings." in html)
 
 

@@ -179,6 +179,7 @@ def test_text_table_and_verbosity() -> None:
     assert "9 (save 5, delete 1, bulk 1, manual 1, model 1)" in article
     assert "testapp.Token " not in text  # idle: listed with -v 2 only
     assert "maxmemory_policy" in text
+    assert ("per primary:" in text) == get_backend().cluster  # a line per primary of a cluster
     detailed, _err = run("-v", "2")
     assert "testapp.Token " in detailed and "negative hits 1" in detailed
 
@@ -409,13 +410,18 @@ def test_redis_health_against_the_server(redis_client: Any) -> None:
     assert second.maxmemory == info["maxmemory"]
     assert second.maxmemory_policy == info["maxmemory_policy"]
     assert second.aof_enabled == (info["aof_enabled"] == 1)
-    assert second.used_memory > 0 and second.keyspace_hits > 0
+    assert second.used_memory > 0 and second.keyspace_hits > 0 and second.keys > 0
     assert second.warnings == stats_health.health_warnings(second)
+    if get_backend().cluster:  # CACHEASIDE_TEST_CLUSTER: summed over the primaries
+        assert second.used_memory == sum(node.used_memory for node in second.nodes.values())
+        assert second.keys == sum(node.keys for node in second.nodes.values())
+    else:
+        assert second.nodes == {}
     marker = f"{keys.namespace(app_settings.KEY_PREFIX)}stats:evicted"
     assert 0 < redis_client.pttl(marker) <= stats_health.EVICTIONS_MARKER_TTL_MS
     assert set(stats_json()["redis"]) >= {
         "used_memory", "maxmemory", "maxmemory_policy", "evicted_keys", "keyspace_hits",
-        "keyspace_misses", "aof_enabled", "warnings",
+        "keyspace_misses", "aof_enabled", "warnings", "keys", "nodes",
     }  # fmt: skip
 
 

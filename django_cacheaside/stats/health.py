@@ -313,10 +313,11 @@ def health_warnings(health: RedisHealth) -> list[str]:
         )
     appending = having(lambda server: server.aof_enabled)
     if appending:
+        on = where(appending).replace(" on ", " for ", 1)  # "appendonly is on for every primary"
         warnings.append(
-            f"appendonly is on{where(appending)}: every fill and invalidation is also written to "
-            "disk, which a cache does not need. Set appendonly no, unless other data in this Redis "
-            "must survive restarts."
+            f"appendonly is on{on}: every fill and invalidation is also written to disk, which a "
+            "cache does not need. Set appendonly no, unless other data in this Redis must survive "
+            "restarts."
         )
     return warnings
 

@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from django_cacheaside import registry, signals, stats
 from django_cacheaside.backend import get_backend
@@ -90,14 +92,102 @@ def _rate(value: float | None) -> str:
 
 
 def _where() -> str:
-    """Where the backend's client connects, without credentials."""
-    pool = getattr(get_backend().client, "connection_pool", None)
+    """Where the backend's client connects, without credentials (a cluster: its primaries)."""
+    backend = get_backend()
+    if backend.cluster:
+        cluster = cast("RedisCluster", backend.client)
+        primaries = [node.name for node in cluster.get_primaries()]  # type: ignore[no-untyped-call]
+        count = f"{len(primaries)} primar{'y' if len(primaries) == 1 else 'ies'}"
+        return f"Redis Cluster, {count}: {', '.join(primaries)}" if primaries else "Redis Cluster"
+    pool = getattr(backend.client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", {})
     if kwargs.get("path"):
         return f"unix:{kwargs['path']} (db {kwargs.get('db', 0)})"
     if kwargs.get("host"):
         return f"{kwargs['host']}:{kwargs.get('port', 6379)} (db {kwargs.get('db', 0)})"
     return "the configured Redis"
+
+
+def _maxmemory(health: RedisHealth) -> str:
+    if health.maxmemory:
+        return format_bytes(health.maxmemory)
+    unset = [address for address, node in health.nodes.items() if not node.maxmemory]
+    if 0 < len(unset) < len(health.nodes):
+        return f"not set on {', '.join(unset)}"
+    return "not set"
+
+
+def _evicted(health: RedisHealth) -> str:
+    evicted = str(health.evicted_keys)
+    if health.evicted_since_last_check is not None:
+        ago = format_duration(health.seconds_since_last_check or 0.0)
+        evicted += f" ({health.evicted_since_last_check} since the last check, {ago} ago)"
+    return evicted
+
+
+def health_figures(health: RedisHealth) -> list[tuple[str, str]]:
+    """Redis's figures as the command prints them (summed over a cluster's primaries); the admin
+    page shows the same."""
+    lookups = health.keyspace_hits + health.keyspace_misses
+    return [
+        ("used_memory", format_bytes(health.used_memory)),
+        ("maxmemory", _maxmemory(health)),
+        ("maxmemory_policy", health.maxmemory_policy),
+        ("keys", str(health.keys)),
+        ("evicted_keys", _evicted(health)),
+        ("keyspace hits", f"{_rate(health.keyspace_hit_rate)} of {lookups} lookups "
+                          f"({health.keyspace_hits} hits, {health.keyspace_misses} misses)"),
+        ("appendonly", "yes" if health.aof_enabled else "no"),
+    ]  # fmt: skip
+
+
+# The columns of the per-node table: (key of node_rows(), heading).
+NODE_COLUMNS = [
+    ("node", "node"),
+    ("used_memory", "used_memory"),
+    ("maxmemory", "maxmemory"),
+    ("keys", "keys"),
+    ("evicted_keys", "evicted_keys"),
+    ("hit_rate", "keyspace hit rate"),
+    ("maxmemory_policy", "maxmemory_policy"),
+    ("version", "version"),
+]
+
+
+def node_rows(health: RedisHealth) -> list[dict[str, str]]:
+    """One row per primary, formatted (:data:`NODE_COLUMNS`); none unless there are two or more."""
+    if len(health.nodes) < 2:
+        return []
+    rows = []
+    for address, node in health.nodes.items():
+        evicted = str(node.evicted_keys)
+        if node.evicted_since_last_check is not None:
+            evicted += f" ({node.evicted_since_last_check} since the last check)"
+        rows.append(
+            {
+                "node": address,
+                "used_memory": format_bytes(node.used_memory),
+                "maxmemory": format_bytes(node.maxmemory) if node.maxmemory else "not set",
+                "keys": str(node.keys),
+                "evicted_keys": evicted,
+                "hit_rate": _rate(node.keyspace_hit_rate),
+                "maxmemory_policy": node.maxmemory_policy,
+                "version": node.version,
+            }
+        )
+    return rows
+
+
+def redis_heading(health: RedisHealth) -> str:
+    if not health.nodes:
+        return f"Redis {health.version}"
+    count = len(health.nodes)
+    if count == 1:
+        return f"Redis {health.version}, Redis Cluster of 1 primary"
+    return (
+        f"Redis {health.version} (the lowest), Redis Cluster of {count} primaries: "
+        "figures summed over them"
+    )
 
 
 @dataclass
@@ -219,16 +309,23 @@ class Command(BaseCommand):
         try:
             try:
                 where = _where()
+                if not get_backend().cluster:
+                    where = f"Redis at {where}"
             except ImproperlyConfigured as exc:
                 raise CommandError(str(exc)) from exc
+            except RedisClusterException as exc:  # no node of the cluster answered
+                raise CommandError(
+                    f"Cannot {doing}: the Redis Cluster did not answer ({exc}). Check that it is "
+                    "running and CACHEASIDE['REDIS'] points at one of its nodes."
+                ) from exc
             try:
                 yield errors
             except BackendError as exc:
                 errors.append(exc)
             if errors:
                 raise CommandError(
-                    f"Cannot {doing}: Redis at {where} did not answer ({errors[0]}). Check that it "
-                    "is running and CACHEASIDE['REDIS'] (or CACHES[CACHE_ALIAS]) points at it."
+                    f"Cannot {doing}: {where} did not answer ({errors[0]}). Check that it is "
+                    "running and CACHEASIDE['REDIS'] (or CACHES[CACHE_ALIAS]) points at it."
                 )
         finally:
             signals.cache_error.disconnect(record)
@@ -369,23 +466,22 @@ class Command(BaseCommand):
             )
 
     def write_redis(self, health: RedisHealth) -> None:
-        self.stdout.write(self.style.MIGRATE_HEADING(f"Redis {health.version}"))
-        evicted = str(health.evicted_keys)
-        if health.evicted_since_last_check is not None:
-            ago = format_duration(health.seconds_since_last_check or 0.0)
-            evicted += f" ({health.evicted_since_last_check} since the last check, {ago} ago)"
-        lookups = health.keyspace_hits + health.keyspace_misses
-        figures = [
-            ("used_memory", format_bytes(health.used_memory)),
-            ("maxmemory", format_bytes(health.maxmemory) if health.maxmemory else "not set"),
-            ("maxmemory_policy", health.maxmemory_policy),
-            ("evicted_keys", evicted),
-            ("keyspace hits", f"{_rate(health.keyspace_hit_rate)} of {lookups} lookups "
-                              f"({health.keyspace_hits} hits, {health.keyspace_misses} misses)"),
-            ("appendonly", "yes" if health.aof_enabled else "no"),
-        ]  # fmt: skip
+        self.stdout.write(self.style.MIGRATE_HEADING(redis_heading(health)))
+        figures = health_figures(health)
         width = max(len(name) for name, _ in figures)
         for name, value in figures:
             self.stdout.write(f"  {name.ljust(width)}  {value}")
+        rows = node_rows(health)
+        if rows:
+            self.stdout.write("  per primary:")
+            table = [[heading for _, heading in NODE_COLUMNS]]
+            table += [[row[key] for key, _ in NODE_COLUMNS] for row in rows]
+            widths = [max(len(line[i]) for line in table) for i in range(len(NODE_COLUMNS))]
+            left = [key in ("node", "maxmemory_policy", "version") for key, _ in NODE_COLUMNS]
+            for n, line in enumerate(table):
+                cells = [cell.ljust(w) if text_column else cell.rjust(w) for cell, w, text_column
+                         in zip(line, widths, left, strict=True)]  # fmt: skip
+                text = "    " + "  ".join(cells).rstrip()
+                self.stdout.write(self.style.SQL_FIELD(text) if n == 0 else text)
         for warning in health.warnings:
             self.stdout.write(self.style.WARNING(f"Warning: {warning}"))
