@@ -310,3 +310,79 @@ def test_a_primary_failing_over_under_load_serves_no_stale_row(
     show(capsys, report, f"failover {timeline}")
     assert "promoted after s" in timeline
     assert_clean(report)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cluster_down_when_the_process_starts_is_a_miss_not_an_error(
+    settings: Any,
+    cache_errors: list[str],
+    local_cluster: ClusterFactory,  # noqa: F811
+) -> None:
+    """redis-py's RedisCluster() asks for the slot map at once; the app's client waits for its
+    first call, under fail-open, and keeps trying: once the cluster answers, it is used."""
+    from tests.servers import free_port
+
+    article = ArticleFactory.create()
+    settings.CACHEASIDE = {
+        **settings.CACHEASIDE,
+        "REDIS": f"redis+cluster://127.0.0.1:{free_port()}/0",  # nothing listens there
+    }
+    backend.reset()
+    try:
+        assert Article.cached.get(pk=article.pk).pk == article.pk  # from the database
+        assert cache_errors
+        assert Article.cached.get_many([article.pk]) == {article.pk: article}
+    finally:
+        backend.reset()
+    cluster = local_cluster(primaries=1, replicas=0)
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "REDIS": cluster_url(cluster)}
+    backend.reset()
+    try:
+        client = backend.get_backend().client
+        assert isinstance(client, backend.LazyCluster) and not client._connected()
+        Article.cached.get(pk=article.pk)
+        assert client._connected()
+        assert cluster.client().exists(Article.cached.key_for_pk(article.pk))
+    finally:
+        backend.reset()
+
+
+def norun_settings(page: str, naming: str) -> dict[str, Any]:
+    """The settings that the ``norun`` ``# settings.py`` sample of ``page`` mentioning ``naming``
+    defines (the docs test cannot run them: they name servers it does not have)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / page).read_text()
+    fences = re.findall(
+        r'^```\{ \.python norun="[^"]+" \}\n(# settings\.py\n.*?)^```$', text, re.M | re.S
+    )
+    (code,) = [fence for fence in fences if naming in fence]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, page, "exec"), namespace)
+    return {name: value for name, value in namespace.items() if name.isupper()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_settings_sample_of_the_docs_works_on_a_cluster(
+    local_cluster: ClusterFactory,  # noqa: F811
+    settings: Any,
+) -> None:
+    sample = norun_settings("scale-out.md", "redis+cluster://")["CACHEASIDE"]
+    cluster = local_cluster(primaries=3, replicas=1)
+    port = cluster.url.rsplit(":", 1)[1].split("/")[0]
+    settings.CACHEASIDE = {
+        **settings.CACHEASIDE,
+        **sample,
+        "REDIS": sample["REDIS"].replace("127.0.0.1:7000", f"127.0.0.1:{port}"),
+    }
+    backend.reset()
+    try:
+        article = ArticleFactory.create()
+        Article.cached.get(pk=article.pk)
+        key = Article.cached.key_for_pk(article.pk)
+        assert cluster.client().exists(key)
+        article.save()
+        assert not replica_has(cluster, key)  # REPLICA_ACKS = 1, as the sample says
+    finally:
+        backend.reset()

@@ -128,3 +128,34 @@ def test_a_sentinel_failover_under_load_serves_no_stale_row(
     assert not report.errors, "\n".join(report.errors[:10])
     assert not report.violations, "\n".join(report.violations[:10])
     assert report.reads > 0 and report.writes > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_settings_sample_of_the_docs_works_on_sentinels(
+    local_sentinel: SentinelFactory,  # noqa: F811
+    settings: Any,
+) -> None:
+    from tests.test_cluster import norun_settings
+
+    sample = norun_settings("scale-out.md", "SentinelClient")
+    setup = local_sentinel(service_name())
+    cache = sample["CACHES"]["default"]
+    cache["LOCATION"] = f"redis://{setup.service_name}/0"
+    cache["OPTIONS"]["SENTINELS"] = setup.sentinel_addresses
+    settings.CACHES = {**settings.CACHES, "sentinel": cache}
+    settings.CACHEASIDE = {
+        **settings.CACHEASIDE,
+        **sample["CACHEASIDE"],
+        "CACHE_ALIAS": "sentinel",
+        "REDIS": None,
+    }
+    backend.reset()
+    try:
+        article = ArticleFactory.create()
+        Article.cached.get(pk=article.pk)
+        key = Article.cached.key_for_pk(article.pk)
+        assert holds(setup, setup.primary, key)
+        article.save()
+        assert not holds(setup, setup.replica, key)  # REPLICA_ACKS = 1, as the sample says
+    finally:
+        backend.reset()

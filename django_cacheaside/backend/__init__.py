@@ -31,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from django_cacheaside.backend import scripts
@@ -109,7 +110,7 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
                 "bytes. Give CACHEASIDE['REDIS'] a client without it."
             )
         self.client = client
-        self._direct = DirectCommands.for_client(client, overrides)
+        self._direct = None if self.cluster else DirectCommands.for_client(client, overrides)
         self.breaker = Breaker(self.ping)
 
     @fail_open(default=False)
@@ -312,6 +313,46 @@ def connection_overrides() -> dict[str, Any]:
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
+class LazyCluster(RedisCluster):
+    """A ``RedisCluster`` that connects on first use, not when it is made.
+
+    redis-py's constructor asks a node for the slot map at once and raises if none answers, which
+    would make a cluster that is down when a process starts an exception in every read. This one
+    runs that constructor when an attribute it sets is first needed, under the backend's
+    ``fail_open`` like any other Redis call; until it succeeds every call tries again (the circuit
+    breaker spaces the tries out).
+    """
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        self.__dict__["_deferred"] = (url, kwargs)
+        self.__dict__["_connecting"] = threading.Lock()
+
+    def _connected(self) -> bool:
+        return "nodes_manager" in self.__dict__
+
+    def __getattr__(self, name: str) -> Any:
+        # Only attributes the real constructor sets end up here, or its own internals.
+        if name.startswith("__") or name in ("_deferred", "_connecting"):
+            raise AttributeError(name)
+        with self.__dict__["_connecting"]:
+            if not self._connected():
+                url, kwargs = self.__dict__["_deferred"]
+                RedisCluster.__init__(self, url=url, **kwargs)
+        return object.__getattribute__(self, name)
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        if self._connected():
+            kwargs: dict[str, Any] = super().get_connection_kwargs()  # type: ignore[no-untyped-call]
+            return kwargs
+        url, options = self.__dict__["_deferred"]
+        parsed: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        return {**options, **parsed}  # what the constructor will use, without connecting
+
+    def close(self) -> None:
+        if self._connected():
+            super().close()
+
+
 def _backend_from_settings() -> Backend:
     configured = app_settings.REDIS
     if isinstance(configured, str) and "://" in configured:
@@ -319,7 +360,7 @@ def _backend_from_settings() -> Backend:
         # Options in the URL's query string win over the app's defaults.
         if scheme in CLUSTER_SCHEMES:
             url = f"{CLUSTER_SCHEMES[scheme]}://{rest}"
-            return Backend(RedisCluster.from_url(url, **connection_overrides()))
+            return Backend(LazyCluster(url, **connection_overrides()))
         if scheme not in ("redis", "rediss", "unix"):
             raise ImproperlyConfigured(
                 f"CACHEASIDE['REDIS'] is a {scheme}:// URL. Use redis://, rediss:// or unix:// "

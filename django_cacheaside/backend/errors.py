@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisClusterException, RedisError, ResponseError
 
 from django_cacheaside import signals
 from django_cacheaside.conf import app_settings
@@ -86,9 +86,17 @@ def fail_open(
                 if isinstance(exc, ReadOnlyError):
                     breaker.failed()
                 error = BackendError(f"{type(exc).__name__}: {exc}")
-            except (RedisError, OSError, ValueError, TypeError, IndexError) as exc:
+            except (
+                RedisError,
+                RedisClusterException,
+                OSError,
+                ValueError,
+                TypeError,
+                IndexError,
+            ) as exc:
                 # Unreachable, timed out, reset, or (ValueError/TypeError/IndexError) a reply of a
-                # shape no command we sent can have: garbage on the wire.
+                # shape no command we sent can have: garbage on the wire. RedisClusterException:
+                # no node of a cluster answers (it is not a RedisError).
                 breaker.failed()
                 error = BackendError(f"{type(exc).__name__}: {exc}")
             else:
