@@ -386,3 +386,30 @@ def test_the_settings_sample_of_the_docs_works_on_a_cluster(
         assert not replica_has(cluster, key)  # REPLICA_ACKS = 1, as the sample says
     finally:
         backend.reset()
+
+
+_factory_url: list[str] = []
+
+
+def cluster_factory() -> RedisCluster:
+    """A user's factory, named by dotted path in CACHEASIDE['REDIS']."""
+    return RedisCluster.from_url(_factory_url[-1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dotted_path_to_a_cluster_factory(
+    local_cluster: ClusterFactory,  # noqa: F811
+    settings: Any,
+) -> None:
+    cluster = local_cluster(primaries=3, replicas=0)
+    _factory_url.append(cluster.url)
+    settings.CACHEASIDE = {**settings.CACHEASIDE, "REDIS": "tests.test_cluster.cluster_factory"}
+    backend.reset()
+    try:
+        assert backend.get_backend().cluster
+        articles = ArticleFactory.create_batch(10)
+        Article.cached.get_many([a.pk for a in articles])
+        assert all(cluster.client().exists(Article.cached.key_for_pk(a.pk)) for a in articles)
+        assert django_cacheaside.invalidate_model(Article) == 10
+    finally:
+        backend.reset()
