@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -179,27 +180,43 @@ def replica_has(cluster: LocalCluster, key: str) -> bool:
     return bool(client.exists(key))
 
 
+def stopped_for(server: Any, seconds: float) -> threading.Timer:
+    """SIGSTOP ``server`` now and SIGCONT it after ``seconds``: meanwhile it can neither apply
+    nor acknowledge what its primary sends (the bytes wait in its socket)."""
+    assert server._process is not None
+    pid = server._process.pid
+    os.kill(pid, signal.SIGSTOP)
+    timer = threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+    timer.start()
+    return timer
+
+
+PAUSE = 0.15  # seconds a replica is stopped while a write invalidates
+
+
 @pytest.mark.django_db(transaction=True)
-def test_with_replica_acks_an_invalidation_is_on_the_replica_when_save_returns(
+def test_with_replica_acks_a_write_goes_on_once_the_replica_has_its_invalidation(
     local_cluster: ClusterFactory,  # noqa: F811
     on_cluster: Any,
     cache_errors: list[str],
 ) -> None:
+    """The replica is stopped while ``save()`` invalidates: ``save()`` returns only once it is
+    back and has confirmed the deletion (WAIT), never before; and then it lacks the key."""
     cluster = local_cluster(primaries=3, replicas=1)
-    on_cluster(cluster, REPLICA_ACKS=1)
-    articles = ArticleFactory.create_batch(20)
+    on_cluster(cluster, REPLICA_ACKS=1, SOCKET_TIMEOUT=1.0)  # WAIT up to 0.5 s
+    articles = ArticleFactory.create_batch(3)
     for article in articles:
         Article.cached.get(pk=article.pk)
-    key_of = {a.pk: Article.cached.key_for_pk(a.pk) for a in articles}
-    deadline = time.monotonic() + 5
-    while not all(replica_has(cluster, k) for k in key_of.values()):  # the fills replicate
-        assert time.monotonic() < deadline, "fills never reached the replicas"
-        time.sleep(0.02)
-    for article in articles:
+        key = Article.cached.key_for_pk(article.pk)
+        (replica,) = cluster.replicas_of(cluster.primary_for_slot(cluster.keyslot(key)))
+        timer = stopped_for(replica, PAUSE)
+        started = time.monotonic()
         article.title = "new"
         article.save()
-        # No sleep: the WAIT after the deletion returned only once the replica had it.
-        assert not replica_has(cluster, key_of[article.pk])
+        took = time.monotonic() - started
+        timer.join()
+        assert took >= PAUSE * 0.9, f"save() returned after {took:.3f} s, the replica still stopped"
+        assert not replica_has(cluster, key)
     assert cache_errors == []
 
 
@@ -214,15 +231,14 @@ def test_a_replica_that_does_not_confirm_in_time_is_reported_and_the_write_goes_
     article = ArticleFactory.create()
     Article.cached.get(pk=article.pk)
     (replica,) = cluster.replicas_of(cluster.primaries()[0])
-    assert replica._process is not None
-    os.kill(replica._process.pid, signal.SIGSTOP)  # it neither applies nor confirms anything
+    timer = stopped_for(replica, 1.0)  # longer than the WAIT (0.1 s)
     try:
         started = time.monotonic()
         article.title = "new"
         article.save()
         took = time.monotonic() - started
     finally:
-        os.kill(replica._process.pid, signal.SIGCONT)
+        timer.join()
     assert "replicate" in cache_errors
     assert took < 0.9  # bounded by the WAIT timeout (half of SOCKET_TIMEOUT), twice over
     assert Article.cached.get(pk=article.pk).title == "new"

@@ -19,6 +19,7 @@ from django_cacheaside import backend
 from tests.clusters import LocalSentinel, SentinelFactory, local_sentinel  # noqa: F401 - fixture
 from tests.factories import ArticleFactory
 from tests.history import Report, run_history
+from tests.test_cluster import PAUSE, norun_settings, stopped_for
 from tests.testapp.models import Article
 
 
@@ -27,6 +28,8 @@ def on_sentinel(settings: Any) -> Iterator[Any]:
     """Point the app at a sentinel setup through a django-redis cache alias, as a user would."""
 
     def use(setup: LocalSentinel, **options: Any) -> None:
+        # The client's own timeout (OPTIONS) and the app's, which bounds its WAIT, agree.
+        timeout = options.get("SOCKET_TIMEOUT", 0.25)
         settings.CACHES = {
             **settings.CACHES,
             "sentinel": {
@@ -37,7 +40,7 @@ def on_sentinel(settings: Any) -> Iterator[Any]:
                     "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
                     "CONNECTION_POOL_CLASS": "redis.sentinel.SentinelConnectionPool",
                     "SENTINELS": setup.sentinel_addresses,
-                    "SOCKET_TIMEOUT": 0.25,
+                    "SOCKET_TIMEOUT": timeout,
                     "SOCKET_CONNECT_TIMEOUT": 0.25,
                 },
             },
@@ -71,7 +74,7 @@ def test_the_app_writes_to_the_primary_the_sentinels_name_and_replicas_get_inval
     on_sentinel: Any,
 ) -> None:
     setup = local_sentinel(service_name())
-    on_sentinel(setup, REPLICA_ACKS=1)
+    on_sentinel(setup, REPLICA_ACKS=1, SOCKET_TIMEOUT=1.0)  # WAIT up to 0.5 s
     client = backend.get_backend().client
     assert isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool)
     article = ArticleFactory.create()
@@ -82,9 +85,14 @@ def test_the_app_writes_to_the_primary_the_sentinels_name_and_replicas_get_inval
     while not holds(setup, setup.replica, key):
         assert time.monotonic() < deadline, "the fill never reached the replica"
         time.sleep(0.02)
+    timer = stopped_for(setup.replica, PAUSE)
+    started = time.monotonic()
     article.title = "new"
     article.save()
-    assert not holds(setup, setup.replica, key)  # WAIT: on the replica before save() returned
+    took = time.monotonic() - started
+    timer.join()
+    assert took >= PAUSE * 0.9  # WAIT: save() went on only once the stopped replica confirmed
+    assert not holds(setup, setup.replica, key)
     assert Article.cached.get(pk=article.pk).title == "new"
 
 
@@ -135,8 +143,6 @@ def test_the_settings_sample_of_the_docs_works_on_sentinels(
     local_sentinel: SentinelFactory,  # noqa: F811
     settings: Any,
 ) -> None:
-    from tests.test_cluster import norun_settings
-
     sample = norun_settings("scale-out.md", "SentinelClient")
     setup = local_sentinel(service_name())
     cache = sample["CACHES"]["default"]
