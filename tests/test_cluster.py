@@ -429,3 +429,38 @@ def test_a_dotted_path_to_a_cluster_factory(
         assert django_cacheaside.invalidate_model(Article) == 10
     finally:
         backend.reset()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hits_go_straight_to_the_primary_and_follow_a_slot_that_moved(
+    local_cluster: ClusterFactory,  # noqa: F811
+    on_cluster: Any,
+    django_assert_num_queries: Any,
+    cache_errors: list[str],
+) -> None:
+    """A hit is sent past RedisCluster, to the primary of redis-py's slot map; when the slot has
+    moved since (MOVED, or ASK mid-move), the hit goes through RedisCluster, which follows it."""
+    cluster = local_cluster(primaries=3, replicas=0)
+    on_cluster(cluster)
+    articles = ArticleFactory.create_batch(6)
+    pks = [a.pk for a in articles]
+    Article.cached.get_many(pks)
+    backend_ = backend.get_backend()
+    with django_assert_num_queries(0):
+        assert Article.cached.get(pk=pks[0]).pk == pks[0]
+    assert backend_._node_directs  # the hit took a primary's direct path
+    moved = []
+    for pk in pks[:3]:
+        key = Article.cached.key_for_pk(pk)
+        slot = cluster.keyslot(key)
+        source = cluster.primary_for_slot(slot)
+        target = next(p for p in cluster.primaries() if p is not source)
+        cluster.migrate_slot(slot, target)
+        moved.append(pk)
+    with django_assert_num_queries(0):  # all hits: MOVED followed, no database read
+        assert Article.cached.get(pk=moved[0]).pk == moved[0]
+        assert set(Article.cached.get_many(pks)) == set(pks)
+        for pk in moved:
+            assert Article.cached.get(pk=pk).pk == pk
+    assert cache_errors == []  # no MOVED was taken for a Redis failure
+    assert all(direct is not None for direct in backend_._node_directs.values())

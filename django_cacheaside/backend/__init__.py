@@ -32,6 +32,8 @@ from django.utils.module_loading import import_string
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from django_cacheaside.backend import scripts
@@ -111,6 +113,9 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
             )
         self.client = client
         self._direct = None if self.cluster else DirectCommands.for_client(client, overrides)
+        self._overrides = overrides
+        # On a cluster, hits skip RedisCluster's per-command routing: one direct path per primary.
+        self._node_directs: dict[str, DirectCommands | None] = {}
         self.breaker = Breaker(self.ping)
 
     @fail_open(default=False)
@@ -122,11 +127,27 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def _node_direct(self, key: str) -> DirectCommands | None:
+        """The direct path to the primary that redis-py's slot map names for ``key``."""
+        cluster = cast("RedisCluster", self.client)
+        node = cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        try:
+            return self._node_directs[node.name]
+        except KeyError:
+            direct = DirectCommands.for_client(cluster.get_redis_connection(node), self._overrides)
+            self._node_directs[node.name] = direct
+            return direct
+
     @fail_open(default=None)
     def read(self, key: str) -> bytes | None:
         """The entry under ``key``, or ``None`` (a miss, or Redis unavailable)."""
         if self._direct is not None:
             return as_bytes(self._direct.hget_entry(key))
+        if self.cluster and (direct := self._node_direct(key)) is not None:
+            try:
+                return as_bytes(direct.hget_entry(key))
+            except (ResponseError, RedisConnectionError):
+                pass  # MOVED, ASK, a node gone: RedisCluster follows it and mends its slot map
         return as_bytes(self.client.hget(key, "d"))
 
     @fail_open(default=None)
@@ -136,9 +157,40 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
             errors = [reply for reply in replies if isinstance(reply, Exception)]
             if errors:
                 raise errors[0]
+        elif self.cluster:
+            replies = self._read_many_on_cluster(keys)
         else:
             replies = self._run_pipeline([("HGET", key, "d") for key in keys])
         return [as_bytes(value) for value in replies]
+
+    def _read_many_on_cluster(self, keys: Sequence[str]) -> list[Any]:
+        """One direct round trip per primary (by redis-py's slot map); what a primary answers
+        with an error (``MOVED``, ``ASK``) or cannot answer goes through RedisCluster."""
+        replies: list[Any] = [None] * len(keys)
+        by_node: dict[int, tuple[DirectCommands | None, list[int]]] = {}
+        for at, key in enumerate(keys):
+            direct = self._node_direct(key)
+            by_node.setdefault(id(direct), (direct, []))[1].append(at)
+        again: list[int] = []
+        for direct, places in by_node.values():
+            if direct is None:
+                again += places
+                continue
+            try:
+                answers = direct.hget_entries([keys[at] for at in places])
+            except RedisConnectionError:
+                again += places
+                continue
+            for at, answer in zip(places, answers, strict=True):
+                if isinstance(answer, ResponseError):
+                    again.append(at)
+                else:
+                    replies[at] = answer
+        if again:
+            pipeline = self._run_pipeline([("HGET", keys[at], "d") for at in again])
+            for at, answer in zip(again, pipeline, strict=True):
+                replies[at] = answer
+        return replies
 
     def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The entries under ``keys`` in one round trip (``None`` for misses)."""
