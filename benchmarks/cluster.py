@@ -412,8 +412,9 @@ def notes(benches: Sequence[Bench], args: argparse.Namespace, clients: Clients) 
         f"up to {usable} processes the servers compete with the clients for the same cores",
         "targets: single = CACHEASIDE['REDIS'] = 'redis://...', a redis.Redis, which the library "
         "drives on its direct path (backend/direct.py: packed commands on a connection of its own); "
-        "cluster = 'redis+cluster://...', redis-py's RedisCluster, through which every command "
-        "and pipeline goes (slot lookup, node routing, redis-py's cluster pipeline); 3 primaries, "
+        "cluster = 'redis+cluster://...', redis-py's RedisCluster: hits and get_many's HGETs go "
+        "on the direct path of the primary its slot map names (one request per primary), the "
+        "rest through RedisCluster (slot lookup, node routing, its cluster pipeline); 3 primaries, "
         "no replicas; every server private to this run, on this host's loopback. The latency rows "
         "run in this process, one call at a time",
     ]
