@@ -234,7 +234,9 @@ def test_past_the_limit_the_touched_models_are_purged_on_recovery(faulty: Faulty
         article.title = f"{article.title} (edited)"
         article.save()
     lost = replay.lost_for(get_backend())
-    assert lost.coarsened == 1
+    # At least once: on a slow machine the recovery thread (every 0.3 s) may try a replay while
+    # Redis still refuses, which keeps the operations again and may reach the limit again.
+    assert lost.coarsened >= 1
     assert lost.operations() == [("SCAN", model_pattern(Article))]
     faulty.proxy.set_mode("pass")
     eventually(lambda: not get_backend().breaker.degraded)
