@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
-from django_cacheaside import backend
+from django_cacheaside import backend, signals
 from django_cacheaside.conf import app_settings
 
 _test_numbers = itertools.count()
@@ -27,6 +27,19 @@ def scripts_loaded() -> None:
     """Load the Lua scripts up front, so that no test's round-trip count depends on whether an
     earlier test ran them first (the first EVALSHA of a fresh server is answered NOSCRIPT)."""
     backend.get_backend()._load_scripts()
+
+
+@pytest.fixture
+def cache_errors() -> Iterator[list[str]]:
+    """The operation of every ``cache_error`` this process sends during the test."""
+    seen: list[str] = []
+
+    def record(sender: Any, operation: str = "", **kwargs: Any) -> None:
+        seen.append(operation)
+
+    signals.cache_error.connect(record, dispatch_uid="conftest.cache_errors")
+    yield seen
+    signals.cache_error.disconnect(dispatch_uid="conftest.cache_errors")
 
 
 @pytest.fixture

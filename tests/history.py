@@ -34,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import pytest
 from django.db import connections, transaction
 
 from tests.testapp.models import Ledger
@@ -98,6 +99,12 @@ class Report:
             f"{len(self.violations)} violations ({self.stale} stale, "
             f"{self.uncommitted} uncommitted); {self.seconds:.1f} s, {rate:.0f} operations/s"
         )
+
+
+def show(capsys: pytest.CaptureFixture[str], report: Report, extra: str) -> None:
+    """Print the report's summary line and ``extra``, past pytest's capture."""
+    with capsys.disabled():
+        print(f"\n{report.summary()}; {extra}")
 
 
 def check(writes: Iterable[Write], reads: Iterable[Read]) -> tuple[list[str], list[str]]:

@@ -19,10 +19,10 @@ from django.db import connection
 from redis.cluster import ClusterPipeline, RedisCluster
 
 import django_cacheaside
-from django_cacheaside import backend, keys, signals
+from django_cacheaside import backend, keys
 from tests.clusters import ClusterFactory, LocalCluster, local_cluster  # noqa: F401 - the fixture
 from tests.factories import ArticleFactory, OrgFactory, PostFactory
-from tests.history import Report, run_history
+from tests.history import Report, run_history, show
 from tests.testapp.models import Article, Ledger, Post
 
 postgresql_only = pytest.mark.skipif(
@@ -46,19 +46,6 @@ def on_cluster(settings: Any) -> Iterator[Any]:
 
     yield use
     backend.reset()
-
-
-@pytest.fixture
-def cache_errors() -> Iterator[list[str]]:
-    """The operation of every ``cache_error`` this process sends during the test."""
-    seen: list[str] = []
-
-    def record(sender: Any, operation: str = "", **kwargs: Any) -> None:
-        seen.append(operation)
-
-    signals.cache_error.connect(record, dispatch_uid="test_cluster")
-    yield seen
-    signals.cache_error.disconnect(dispatch_uid="test_cluster")
 
 
 def test_the_url_gives_a_cluster_client(
@@ -245,11 +232,6 @@ def test_a_replica_that_does_not_confirm_in_time_is_reported_and_the_write_goes_
 
 
 # -- under load ----------------------------------------------------------------------------------
-
-
-def show(capsys: pytest.CaptureFixture[str], report: Report, extra: str) -> None:
-    with capsys.disabled():
-        print(f"\n{report.summary()}; {extra}")
 
 
 def assert_clean(report: Report) -> None:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
 
-from django_cacheaside import backend, coalescing, signals
-from tests.history import Report, create_rows, run_history
+from django_cacheaside import backend, coalescing
+from tests.history import create_rows, run_history, show
 from tests.servers import RedisServer, ServerFactory, private_redis  # noqa: F401 - the fixture
 from tests.testapp.models import Ledger
 from tests.threads import close_thread_connections
@@ -51,24 +50,6 @@ pytestmark = [
     ),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-def show(capsys: pytest.CaptureFixture[str], report: Report, extra: str) -> None:
-    with capsys.disabled():
-        print(f"\n{report.summary()}; {extra}")
-
-
-@pytest.fixture
-def cache_errors() -> Iterator[list[str]]:
-    """The operation of every ``cache_error`` this process sends during the test."""
-    seen: list[str] = []
-
-    def record(sender: Any, operation: str = "", **kwargs: Any) -> None:
-        seen.append(operation)
-
-    signals.cache_error.connect(record, dispatch_uid="test_restart")
-    yield seen
-    signals.cache_error.disconnect(dispatch_uid="test_restart")
 
 
 def use(settings: Any, server: RedisServer) -> None:

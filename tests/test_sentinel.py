@@ -18,7 +18,7 @@ from redis.sentinel import SentinelConnectionPool
 from django_cacheaside import backend
 from tests.clusters import LocalSentinel, SentinelFactory, local_sentinel  # noqa: F401 - fixture
 from tests.factories import ArticleFactory
-from tests.history import Report, run_history
+from tests.history import run_history, show
 from tests.test_cluster import PAUSE, norun_settings, stopped_for
 from tests.testapp.models import Article
 
@@ -94,11 +94,6 @@ def test_the_app_writes_to_the_primary_the_sentinels_name_and_replicas_get_inval
     assert took >= PAUSE * 0.9  # WAIT: save() went on only once the stopped replica confirmed
     assert not holds(setup, setup.replica, key)
     assert Article.cached.get(pk=article.pk).title == "new"
-
-
-def show(capsys: pytest.CaptureFixture[str], report: Report, extra: str) -> None:
-    with capsys.disabled():
-        print(f"\n{report.summary()}; {extra}")
 
 
 @pytest.mark.skipif(
