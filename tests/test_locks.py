@@ -82,6 +82,14 @@ def run_threads(count: int, target: Any) -> list[Any]:
 # The time bound is checked on the best of up to 3 stampedes: a 2-core shared VM can stall a
 # thread for longer than the margin now and then. Every stampede must load exactly once.
 ATTEMPTS = 3
+# How much later than the load the slowest waiter may answer, on top of what the same crowd of
+# threads takes to answer from a warm entry (measured right after each stampede, so a slow machine
+# raises the bound and a waiter that sleeps, polls slowly or waits out LOCK_WAIT still fails it).
+MARGIN = 0.25
+
+
+def bound(crowd_seconds: float) -> float:
+    return LOADER_SECONDS + crowd_seconds + MARGIN
 
 
 def test_64_threads_on_a_just_invalidated_key_load_it_once() -> None:
@@ -101,10 +109,13 @@ def test_64_threads_on_a_just_invalidated_key_load_it_once() -> None:
         assert all(not isinstance(r, BaseException) for r in results), results
         assert {r[0].title for r in results} == {"hot"}
         assert len({id(r[0]) for r in results}) == 64  # every caller has its own instance
-        slowest.append(max(r[1] for r in results))
-        if slowest[-1] < LOADER_SECONDS + 0.25:
+        warm = run_threads(64, read)  # the same crowd on the entry the stampede filled
+        assert loads.count == 1
+        crowd = max(r[1] for r in warm)
+        slowest.append((max(r[1] for r in results), crowd))
+        if slowest[-1][0] < bound(crowd):
             break
-    assert min(slowest) < LOADER_SECONDS + 0.25, slowest
+    assert any(worst < bound(crowd) for worst, crowd in slowest), slowest
 
 
 def scans_at_the_database(table: str) -> int:
@@ -141,17 +152,23 @@ def test_4_processes_of_16_threads_load_it_once() -> None:
         connections.close_all()
         scans_before = scans_at_the_database("testapp_article")
         reports = process_stampede(article.pk, processes=4, threads=16)
-        assert sum(int(loads) for loads, _t, _w in reports) == 1
+        assert sum(int(loads) for loads, _t, _w, _c in reports) == 1
         assert scans_at_the_database("testapp_article") - scans_before == 1  # PostgreSQL's count
-        assert {titles for _l, titles, _w in reports} == {"hot"}
-        slowest.append(max(float(worst) for _l, _t, worst in reports))
-        if slowest[-1] < LOADER_SECONDS + 0.25:
+        assert {titles for _l, titles, _w, _c in reports} == {"hot"}
+        slowest.append(
+            (max(float(w) for _l, _t, w, _c in reports), max(float(c) for _l, _t, _w, c in reports))
+        )
+        if slowest[-1][0] < bound(slowest[-1][1]):
             break
-    assert min(slowest) < LOADER_SECONDS + 0.25, slowest
+    assert any(worst < bound(crowd) for worst, crowd in slowest), slowest
 
 
 def process_stampede(pk: Any, processes: int, threads: int) -> list[list[str]]:
-    """Fork ``processes`` children of ``threads`` readers each; their "loads titles worst" reports."""
+    """Fork ``processes`` children of ``threads`` readers each; their "loads titles worst crowd" reports.
+
+    ``worst`` is the slowest reader of the stampede, ``crowd`` the slowest of the same threads
+    reading again once the entry is filled.
+    """
     pipes = []
     for _ in range(processes):
         read_end, write_end = os.pipe()
@@ -164,10 +181,12 @@ def process_stampede(pk: Any, processes: int, threads: int) -> list[list[str]]:
                     return Article.cached.get(pk=pk)
 
             results = run_threads(threads, read)
-            ok = all(not isinstance(r, BaseException) for r in results)
+            warm = run_threads(threads, read)  # the same crowd, on the filled entry
+            ok = all(not isinstance(r, BaseException) for r in results + warm)
             titles = ",".join(sorted({r[0].title for r in results})) if ok else "error"
             worst = max(r[1] for r in results) if ok else 99
-            os.write(write_end, f"{loads.count} {titles} {worst:.3f}".encode())
+            crowd = max(r[1] for r in warm) if ok else 0
+            os.write(write_end, f"{loads.count} {titles} {worst:.3f} {crowd:.3f}".encode())
             os._exit(0)
         os.close(write_end)
         pipes.append((pid, read_end))
