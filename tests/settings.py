@@ -4,11 +4,16 @@ import uuid
 
 from django_cacheaside.dev import database, redis_url
 
+RUN_ID = uuid.uuid4().hex[:12]
 DATABASES = {"default": database()}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A test database of this run's own: two runs on one server (CI and a developer's run) would
+    # otherwise share test_<name>, and the first to finish would drop it under the other.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{RUN_ID}"}
 REDIS_URL = redis_url()
 CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
 # Every key this run writes starts with RUN_PREFIX; the last test checks their TTLs, then drops them.
-RUN_PREFIX = f"cacheaside-test-{uuid.uuid4().hex[:12]}"
+RUN_PREFIX = f"cacheaside-test-{RUN_ID}"
 # STATS_FLUSH: the background flusher never runs during a test (counts would land under another
 # test's prefix); tests flush explicitly.
 CACHEASIDE = {"KEY_PREFIX": RUN_PREFIX, "MODELS": {"auth.User": {"ttl": 600}}, "STATS_FLUSH": 3600}
