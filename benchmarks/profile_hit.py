@@ -257,6 +257,8 @@ def profile_hit(ctx: Context, n: int, repeats: int) -> None:
             fn(ks)
         print(f"  {label:<66} {time_per_call(fn, batch_keys, repeats) / 1000:8.1f}")
     print()
+    get_many_breakdown(ctx, batch_keys, repeats)
+    print()
     print_profile(
         f"cProfile of {n} cached.get hits",
         "hit",
@@ -275,6 +277,40 @@ def profile_hit(ctx: Context, n: int, repeats: int) -> None:
         calls,
         12,
     )
+
+
+def get_many_breakdown(ctx: Context, batch_keys: list[list[str]], repeats: int) -> None:
+    """A ``get_many(100)`` hit next to its parts, each looped over the same batches."""
+    from benchapp.models import CachedRow
+    from django_cacheaside import entries, signals
+    from django_cacheaside.backend import get_backend
+
+    manager = CachedRow.cached
+    backend, codec = get_backend(), manager.codec
+    key_to_pk = {manager.key_for_pk(pk): pk for pk in ctx.pks}
+    batches = [[key_to_pk[k] for k in ks] for ks in batch_keys]
+    found = [backend.read_many(ks) for ks in batch_keys]
+    start = entries.HEADER_LEN
+    payloads = [[e[start:] for e in fs if e is not None] for fs in found]
+    loads = codec.row_serializer.loads
+    triples = list(zip(found, batch_keys, batches, strict=True))
+    print(f"get_many(100) hit, by part: mean µs per call of 100 pks, median of {repeats}")
+    for label, fn, args in (
+        ("cached.get_many(100), whole call", manager.get_many, batches),
+        ("  backend.read_many (100 HGETs)", backend.read_many, batch_keys),
+        ("  codec.decode_rows (100 entries)", lambda t: codec.decode_rows("default", *t), triples),
+        ("    row_serializer.loads x 100", lambda ps: [loads(p) for p in ps], payloads),
+        ("  keys for 100 pks (key_for_pk)", lambda b: [manager.key_for_pk(pk) for pk in b], batches),
+        ("  _policy()", lambda _b: manager._policy(), batches),
+        (
+            "  cache_hit.send_each (100 hits counted)",
+            lambda ks: signals.cache_hit.send_each(CachedRow, ks, negative=False),
+            batch_keys,
+        ),
+    ):
+        for arg in args[:20]:
+            fn(arg)
+        print(f"  {label:<66} {time_per_call(fn, args, repeats) / 1000:8.1f}")
 
 
 def print_profile(title: str, unit: str, work: Callable[[], object], calls: int, top: int) -> None:

@@ -260,6 +260,53 @@ def test_row_garbage_in_a_typed_column_is_a_corrupt_entry(name: str, stored: Any
         ROW.loads(msgpack.packb(row, use_bin_type=True))
 
 
+def _garbage_row(name: str, stored: Any) -> bytes:
+    row = _row()
+    row[NAMES.index(name)] = stored
+    return msgpack.packb(row, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _outcome(loads: Any, payload: bytes) -> Any:
+    try:
+        return loads(payload)
+    except CorruptEntry as exc:
+        return exc
+
+
+@pytest.mark.parametrize("bad", [("decimal", "twelve"), ("uuid", b"\x00" * 3), ("date", 10**7)])
+@pytest.mark.parametrize(
+    ("serializer", "corrupt"),
+    # ROW: the bad column, the junk and the short row; msgpack takes a short row as any list;
+    # pickle rejects the msgpack one
+    [(ROW, 3), (MsgpackSerializer(), 1), (PickleSerializer(), 2)],
+)
+def test_loads_rows_is_loads_of_each_row(
+    serializer: Any, corrupt: int, bad: tuple[str, Any]
+) -> None:
+    good = [
+        _row(decimal=Decimal(i), uuid=uuid.UUID(int=i), date=datetime.date(2020, 1, 1 + i))
+        for i in range(5)
+    ]
+    payloads: list[Any] = [serializer.dumps(values) for values in good]
+    if serializer is ROW:  # a value its column cannot take, unpacked fine: after the 2nd row
+        payloads.insert(2, _garbage_row(*bad))
+    short = MsgpackSerializer().dumps(_row()[:-1])  # a valid list, one value short
+    payloads[3:3] = [None, b"\xc1 not a payload", short]
+    rows = serializer.loads_rows(payloads)
+    assert len(rows) == len(payloads)
+    for payload, row in zip(payloads, rows, strict=True):
+        if payload is None:
+            assert row is None
+            continue
+        expected = _outcome(serializer.loads, payload)
+        if isinstance(expected, CorruptEntry):
+            assert isinstance(row, CorruptEntry), row
+        else:
+            assert [(type(v), v) for v in row] == [(type(v), v) for v in expected]
+    assert [r for r in rows if type(r) is list][:2] == good[:2]
+    assert sum(isinstance(r, CorruptEntry) for r in rows) == corrupt
+
+
 def test_row_format_follows_the_columns_and_use_tz(settings: Any) -> None:
     serializer = MsgpackSerializer()
     assert ROW.format_version.startswith(f"{serializer.format_version}/{len(NAMES)}:")

@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django_cacheaside.exceptions import CorruptEntry
+
 if TYPE_CHECKING:
     from django.db.models import Field
 
@@ -36,3 +38,21 @@ class BaseSerializer:
 
     def loads(self, data: bytes) -> list[Any]:
         raise NotImplementedError
+
+    def loads_rows(self, payloads: Sequence[bytes | None]) -> list[list[Any] | CorruptEntry | None]:
+        """``loads`` of each payload, for ``get_many``: ``None`` stays ``None``, and a payload
+        ``loads`` rejects is the ``CorruptEntry`` it raised, in its place.
+
+        A serializer may decode the batch faster than row by row (``RowSerializer`` converts its
+        typed columns one column at a time); the result must be the same.
+        """
+        rows: list[list[Any] | CorruptEntry | None] = []
+        for data in payloads:
+            if data is None:
+                rows.append(None)
+                continue
+            try:
+                rows.append(self.loads(data))
+            except CorruptEntry as exc:
+                rows.append(exc)
+        return rows

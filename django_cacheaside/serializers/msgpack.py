@@ -250,20 +250,24 @@ class MsgpackSerializer(BaseSerializer):
         return RowSerializer(self, len(fields), columns)
 
     def loads(self, data: bytes) -> list[Any]:
-        return _unpack_list(data, 0)
+        return _unpack_list(data, _OPTIONS)
 
 
-def _unpack_list(data: bytes, timestamp: int) -> list[Any]:
-    """The list ``data`` holds; ``timestamp=3`` turns msgpack timestamps into UTC datetimes."""
+_unpackb = msgpack.unpackb
+_OPTIONS: dict[str, Any] = {
+    "ext_hook": _ext_hook,
+    "raw": False,
+    "strict_map_key": False,
+    "use_list": True,
+}
+# A row's: msgpack timestamps come back as aware UTC datetimes.
+_ROW_OPTIONS: dict[str, Any] = {**_OPTIONS, "timestamp": 3}
+
+
+def _unpack_list(data: bytes, options: dict[str, Any]) -> list[Any]:
+    """The list ``data`` holds, unpacked with ``options`` (``_OPTIONS`` or ``_ROW_OPTIONS``)."""
     try:
-        values = msgpack.unpackb(
-            data,
-            ext_hook=_ext_hook,
-            raw=False,
-            strict_map_key=False,
-            use_list=True,
-            timestamp=timestamp,
-        )
+        values = _unpackb(data, **options)
     except CorruptEntry:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
@@ -374,8 +378,45 @@ class RowSerializer(BaseSerializer):
                 row[at] = msgpack.ExtType(EXT_PLAIN, msgpack.packb(value, use_bin_type=True))
         return self._base.dumps(row)
 
+    def loads_rows(self, payloads: Sequence[bytes | None]) -> list[list[Any] | CorruptEntry | None]:
+        # Unpack every row, then convert the typed columns one column at a time: about a third
+        # less time than converting row by row (measured on get_many(100) of the benchmark rows).
+        rows: list[Any] = []
+        append, width = rows.append, self._width
+        for data in payloads:
+            if data is None:
+                append(None)
+                continue
+            try:
+                values = _unpackb(data, **_ROW_OPTIONS)
+            except CorruptEntry as exc:
+                append(exc)
+                continue
+            except Exception as exc:  # as in _unpack_list
+                append(CorruptEntry(str(exc)))
+                continue
+            if type(values) is not list:
+                append(CorruptEntry("entry payload is not a list"))
+            elif len(values) != width:
+                append(CorruptEntry(f"a row of {len(values)} values, not {width}"))
+            else:
+                append(values)
+        try:
+            for at, stored_type, decode in self._decoders:
+                for values in rows:
+                    if type(values) is list:
+                        value = values[at]
+                        if type(value) is stored_type:
+                            values[at] = decode(value)
+                        elif type(value) is _Plain:
+                            values[at] = value.value
+        except (ArithmeticError, ValueError, OverflowError):
+            # A value its column cannot take: row by row, so that only its row is rejected.
+            return super().loads_rows(payloads)
+        return rows
+
     def loads(self, data: bytes) -> list[Any]:
-        values = _unpack_list(data, 3)
+        values = _unpack_list(data, _ROW_OPTIONS)
         if len(values) != self._width:
             raise CorruptEntry(f"a row of {len(values)} values, not {self._width}")
         try:
