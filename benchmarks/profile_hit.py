@@ -300,7 +300,11 @@ def get_many_breakdown(ctx: Context, batch_keys: list[list[str]], repeats: int) 
         ("  backend.read_many (100 HGETs)", backend.read_many, batch_keys),
         ("  codec.decode_rows (100 entries)", lambda t: codec.decode_rows("default", *t), triples),
         ("    row_serializer.loads x 100", lambda ps: [loads(p) for p in ps], payloads),
-        ("  keys for 100 pks (key_for_pk)", lambda b: [manager.key_for_pk(pk) for pk in b], batches),
+        (
+            "  keys for 100 pks (key_for_pk)",
+            lambda b: [manager.key_for_pk(pk) for pk in b],
+            batches,
+        ),
         ("  _policy()", lambda _b: manager._policy(), batches),
         (
             "  cache_hit.send_each (100 hits counted)",
