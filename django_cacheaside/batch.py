@@ -82,17 +82,20 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
         return manager._base(db).in_bulk(wanted)
     head, part = manager._settings().key_head, keys.key_part  # as key_for_pk() builds them
     keys_wanted = [f"{head}{pk}}}" if type(pk) is int else f"{head}{part(pk)}}}" for pk in wanted]
-    key_of = dict(zip(wanted, keys_wanted, strict=True))
     backend = get_backend()
     # Plain HGETs first: the common case is all hits, and an HGET costs a fraction of the lease
     # script. Only the misses then take their stamps and leases, in one more round trip.
     entries = backend.read_many(keys_wanted)
+    decoded = manager.codec.decode_rows(db, entries, keys_wanted, wanted)
+    if all(type(obj) is model for obj in decoded):  # every pk a hit: nothing else to sort out
+        signals.cache_hit.send_each(model, keys_wanted, negative=False)
+        return dict(zip(wanted, decoded, strict=True))
+    key_of = dict(zip(wanted, keys_wanted, strict=True))
     found: dict[Any, Any] = {}
     misses: dict[Any, Read] = {}  # what each miss may fill with
     unusable: list[Any] = []
     waiting: dict[Any, str] = {}
     absent: list[Any] = []
-    decoded = manager.codec.decode_rows(db, entries, keys_wanted, wanted)
     hits: list[str] = []
     negative: list[str] = []
     for pk, key, entry, obj in zip(wanted, keys_wanted, entries, decoded, strict=True):

@@ -154,9 +154,12 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
     def _read_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if self._direct is not None:
             replies = self._direct.hget_entries(keys)
-            errors = [reply for reply in replies if isinstance(reply, Exception)]
-            if errors:
-                raise errors[0]
+            for reply in replies:  # the usual replies checked inline, without a call each
+                if reply is not None and type(reply) is not bytes:
+                    if isinstance(reply, Exception):
+                        raise reply
+                    return [as_bytes(value) for value in replies]  # raises: not an entry
+            return replies
         elif self.cluster:
             replies = self._read_many_on_cluster(keys)
         else:
