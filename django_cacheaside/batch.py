@@ -68,34 +68,27 @@ def _wait(
                 del waiting[pk]
 
 
-def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, Any]:
-    """See ``CacheAsideManager.get_many``."""
+def sort_replies(
+    manager: CacheAsideManager[Any],
+    db: str,
+    wanted: list[Any],
+    keys_wanted: list[str],
+    entries: list[bytes | None],
+) -> tuple[dict[Any, Any], list[Any], list[Any]]:
+    """``get_many``'s ``HGET`` replies sorted out: ``(found, absent, unusable)``, the instances
+    of the hits by pk, the pks without an entry and those whose entry could not be used.
+
+    Hits and negative hits are counted (``cache_hit``) and corrupt entries reported; misses are
+    left to the caller to count (``aget_many`` has the sync path load them, which counts them).
+    """
     model = manager.model
-    resolver = manager._resolver
-    if resolver._int_pk:  # the common case, without a call per pk
-        normalise = resolver.normalise_pk
-        wanted = list(dict.fromkeys(pk if type(pk) is int else normalise(pk) for pk in pks))
-    else:
-        wanted = list(dict.fromkeys(map(resolver.normalise_pk, pks)))
-    db, fill = manager._policy()
-    if fill is None:
-        return manager._base(db).in_bulk(wanted)
-    head, part = manager._settings().key_head, keys.key_part  # as key_for_pk() builds them
-    keys_wanted = [f"{head}{pk}}}" if type(pk) is int else f"{head}{part(pk)}}}" for pk in wanted]
-    backend = get_backend()
-    # Plain HGETs first: the common case is all hits, and an HGET costs a fraction of the lease
-    # script. Only the misses then take their stamps and leases, in one more round trip.
-    entries = backend.read_many(keys_wanted)
     decoded = manager.codec.decode_rows(db, entries, keys_wanted, wanted)
     if all(type(obj) is model for obj in decoded):  # every pk a hit: nothing else to sort out
         signals.cache_hit.send_each(model, keys_wanted, negative=False)
-        return dict(zip(wanted, decoded, strict=True))
-    key_of = dict(zip(wanted, keys_wanted, strict=True))
+        return dict(zip(wanted, decoded, strict=True)), [], []
     found: dict[Any, Any] = {}
-    misses: dict[Any, Read] = {}  # what each miss may fill with
-    unusable: list[Any] = []
-    waiting: dict[Any, str] = {}
     absent: list[Any] = []
+    unusable: list[Any] = []
     hits: list[str] = []
     negative: list[str] = []
     for pk, key, entry, obj in zip(wanted, keys_wanted, entries, decoded, strict=True):
@@ -111,10 +104,43 @@ def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, A
                     if isinstance(obj, model):  # type: ignore[arg-type]
                         found[pk] = obj
                 continue
-        signals.cache_miss.send(sender=model, key=key)
         (unusable if entry is not None else absent).append(pk)
     signals.cache_hit.send_each(model, hits, negative=False)
     signals.cache_hit.send_each(model, negative, negative=True)
+    return found, absent, unusable
+
+
+def wanted_keys(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> tuple[list[Any], list[str]]:
+    """The distinct normalised pks of ``pks``, in order, and their keys."""
+    resolver = manager._resolver
+    if resolver._int_pk:  # the common case, without a call per pk
+        normalise = resolver.normalise_pk
+        wanted = list(dict.fromkeys(pk if type(pk) is int else normalise(pk) for pk in pks))
+    else:
+        wanted = list(dict.fromkeys(map(resolver.normalise_pk, pks)))
+    head, part = manager._settings().key_head, keys.key_part  # as key_for_pk() builds them
+    return wanted, [f"{head}{pk}}}" if type(pk) is int else f"{head}{part(pk)}}}" for pk in wanted]
+
+
+def get_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, Any]:
+    """See ``CacheAsideManager.get_many``."""
+    model = manager.model
+    wanted, keys_wanted = wanted_keys(manager, pks)
+    db, fill = manager._policy()
+    if fill is None:
+        return manager._base(db).in_bulk(wanted)
+    backend = get_backend()
+    # Plain HGETs first: the common case is all hits, and an HGET costs a fraction of the lease
+    # script. Only the misses then take their stamps and leases, in one more round trip.
+    entries = backend.read_many(keys_wanted)
+    found, absent, unusable = sort_replies(manager, db, wanted, keys_wanted, entries)
+    if not absent and not unusable:
+        return found
+    key_of = dict(zip(wanted, keys_wanted, strict=True))
+    for pk in [*absent, *unusable]:
+        signals.cache_miss.send(sender=model, key=key_of[pk])
+    misses: dict[Any, Read] = {}  # what each miss may fill with
+    waiting: dict[Any, str] = {}
     if not fill:
         misses.update((pk, Read(None, None)) for pk in [*absent, *unusable])
         absent = unusable = []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, cast
 from django.db import connections, models, router
 
 from django_cacheaside import (
+    aio,
     batch,
     coalescing,
     fills,
@@ -91,6 +92,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
         self.name: str | None = None
         self._current: DerivedSettings | None = None
         self._flights = Flights()
+        self._aflights = aio.AsyncFlights()
         self._refresh = RefreshPolicy(early_refresh, beta, stale_ttl)
         self._tags = TagSpec(tags)
 
@@ -299,6 +301,15 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             report_error("refresh", error)
             return None
 
+    def _refreshed(self, db: str, lookup: Lookup, key: str, reason: str, found: Any) -> Any:
+        """A hit whose entry is due for a refresh (``reason``): the refreshed row, or ``found``."""
+        refreshed = self._refresh_now(db, lookup, key, reason)
+        if refreshed is not None:
+            return refreshed
+        if reason == "stale":
+            signals.cache_stale.send(sender=self.model, key=key)
+        return found
+
     def _get_pk(self, db: str, lookup: Lookup, fill: bool) -> M:
         pk = lookup.items[0][1]
         key = self.key_for_pk(pk)
@@ -308,11 +319,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             assert entry is not None
             reason = self._refresh.due(entry)
             if reason is not None:
-                refreshed = self._refresh_now(db, lookup, key, reason)
-                if refreshed is not None:
-                    found = refreshed
-                elif reason == "stale":
-                    signals.cache_stale.send(sender=self.model, key=key)
+                found = self._refreshed(db, lookup, key, reason, found)
         if found is None and not fill:
             signals.cache_miss.send(sender=self.model, key=key)
             found, _duration = self._load(db, lookup)
@@ -383,6 +390,23 @@ class CacheAsideManager(QueryMethods, Generic[M]):
         ``pk__in`` query and one pipelined fill.
         """
         return batch.get_many(self, pks)
+
+    # -- async twins (see django_cacheaside.aio) ------------------------------------------------
+
+    async def aget(self, **lookups: Any) -> M:
+        """:meth:`get`, awaited: a hit's ``HGET`` on ``redis.asyncio``, a miss through the sync
+        path in a worker thread; concurrent misses of one key in one event loop load it once."""
+        return await aio.aget(self, lookups)  # type: ignore[no-any-return]
+
+    async def aget_many(self, pks: Iterable[Any]) -> dict[Any, M]:
+        """:meth:`get_many`, awaited: the hits in one async round trip, the misses through the
+        sync path in a worker thread."""
+        return await aio.aget_many(self, pks)
+
+    async def afilter(self, *q: Any, **lookups: Any) -> list[M]:
+        """``list(self.filter(...))``, awaited: the cached query, evaluated in a worker thread as
+        Django's async queryset methods are."""
+        return await aio.afilter(self, *q, **lookups)
 
     # -- loading and filling -------------------------------------------------------------------
 

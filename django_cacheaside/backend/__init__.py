@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 import redis
+from asgiref.sync import sync_to_async
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
@@ -37,10 +38,11 @@ from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from django_cacheaside.backend import scripts
+from django_cacheaside.backend.aio import AsyncCommands
 from django_cacheaside.backend.breaker import Breaker
 from django_cacheaside.backend.counting import StatsCommands
 from django_cacheaside.backend.direct import DirectCommands
-from django_cacheaside.backend.errors import fail_open, report_error
+from django_cacheaside.backend.errors import afail_open, fail_open, report_error
 from django_cacheaside.backend.health import HealthCommands
 from django_cacheaside.backend.instrument import RoundTripCounter, scan_keys
 from django_cacheaside.backend.pipeline import Client, as_bytes
@@ -116,6 +118,8 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
         self._overrides = overrides
         # On a cluster, hits skip RedisCluster's per-command routing: one direct path per primary.
         self._node_directs: dict[str, DirectCommands | None] = {}
+        self._async: AsyncCommands | None = None  # made on the first async read
+        self._async_made = False
         self.breaker = Breaker(self.ping)
 
     @fail_open(default=False)
@@ -200,6 +204,36 @@ class Backend(TagCommands, QueryCommands, StatsCommands, HealthCommands):
         if not keys:
             return []
         return self._read_many(keys) or [None] * len(keys)
+
+    # -- async reads (aget, aget_many): the same HGETs, see backend/aio.py ---------------------
+
+    @afail_open(default=None)
+    async def aread(self, key: str) -> bytes | None:
+        """:meth:`read`, awaited."""
+        commands = self._async_commands()
+        if commands is None:
+            return await sync_to_async(self.read, thread_sensitive=False)(key)
+        return as_bytes(await commands.hget_entry(key))
+
+    @afail_open(default=None)
+    async def _aread_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        commands = self._async_commands()
+        if commands is None:
+            return await sync_to_async(self.read_many, thread_sensitive=False)(keys)
+        return [as_bytes(value) for value in await commands.hget_entries(keys)]
+
+    async def aread_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """:meth:`read_many`, awaited."""
+        if not keys:
+            return []
+        return await self._aread_many(keys) or [None] * len(keys)
+
+    def _async_commands(self) -> AsyncCommands | None:
+        if not self._async_made:
+            if not self.cluster:
+                self._async = AsyncCommands.for_client(self.client, self._overrides)
+            self._async_made = True
+        return self._async
 
     def read_or_begin(
         self, key: str, ttl_ms: int, *, entry: bool = True, lease: Lease | None = None

@@ -6,7 +6,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from redis.exceptions import ReadOnlyError, RedisClusterException, RedisError, ResponseError
@@ -58,6 +58,68 @@ def report_error(operation: str, error: Exception) -> None:
     _errors.report(operation, error)
 
 
+# What a backend method may raise that means "Redis failed" (see _failed).
+_FAILURES = (
+    BackendError,
+    RedisError,
+    RedisClusterException,
+    OSError,
+    ValueError,
+    TypeError,
+    IndexError,
+)
+
+
+def _failed(breaker: Any, operation: str, exc: BaseException, default: Any) -> Any:
+    """Report one of ``_FAILURES`` of ``operation`` and answer ``default``."""
+    if isinstance(exc, BackendError):
+        error = exc  # a reply of a shape the app never writes: Redis is there
+    elif isinstance(exc, ResponseError):
+        # An error reply: Redis is there. A read-only replica (after a failover) is not a usable
+        # primary, though.
+        if isinstance(exc, ReadOnlyError):
+            breaker.failed()
+        error = BackendError(f"{type(exc).__name__}: {exc}")
+    else:
+        # Unreachable, timed out, reset, or (ValueError/TypeError/IndexError) a reply of a shape
+        # no command we sent can have: garbage on the wire. RedisClusterException: no node of a
+        # cluster answers (it is not a RedisError).
+        breaker.failed()
+        error = BackendError(f"{type(exc).__name__}: {exc}")
+    _errors.report(operation, error)
+    return default
+
+
+def afail_open(
+    default: Any,
+) -> Callable[
+    [Callable[Concatenate[Any, P], Awaitable[R]]], Callable[Concatenate[Any, P], Awaitable[R]]
+]:
+    """:func:`fail_open` for a coroutine method of the backend (the async reads)."""
+
+    def decorate(
+        method: Callable[Concatenate[Any, P], Awaitable[R]],
+    ) -> Callable[Concatenate[Any, P], Awaitable[R]]:
+        @functools.wraps(method)
+        async def wrapper(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+            breaker = self.breaker
+            if breaker.degraded and not breaker.passing(False):
+                skipped: R = default
+                return skipped
+            try:
+                result = await method(self, *args, **kwargs)
+            except _FAILURES as exc:
+                failed: R = _failed(breaker, method.__name__, exc, default)
+                return failed
+            if breaker.failures:
+                breaker.succeeded()
+            return result
+
+        return cast("Callable[Concatenate[Any, P], Awaitable[R]]", wrapper)
+
+    return decorate
+
+
 def fail_open(
     default: Any, *, invalidation: bool = False
 ) -> Callable[[Callable[Concatenate[Any, P], R]], Callable[Concatenate[Any, P], R]]:
@@ -78,34 +140,12 @@ def fail_open(
                 return skipped
             try:
                 result = method(self, *args, **kwargs)
-            except BackendError as exc:
-                error = exc  # a reply of a shape the app never writes: Redis is there
-            except ResponseError as exc:
-                # An error reply: Redis is there. A read-only replica (after a failover) is not
-                # a usable primary, though.
-                if isinstance(exc, ReadOnlyError):
-                    breaker.failed()
-                error = BackendError(f"{type(exc).__name__}: {exc}")
-            except (
-                RedisError,
-                RedisClusterException,
-                OSError,
-                ValueError,
-                TypeError,
-                IndexError,
-            ) as exc:
-                # Unreachable, timed out, reset, or (ValueError/TypeError/IndexError) a reply of a
-                # shape no command we sent can have: garbage on the wire. RedisClusterException:
-                # no node of a cluster answers (it is not a RedisError).
-                breaker.failed()
-                error = BackendError(f"{type(exc).__name__}: {exc}")
-            else:
-                if breaker.failures:
-                    breaker.succeeded()
-                return result
-            _errors.report(method.__name__, error)
-            failed: R = default
-            return failed
+            except _FAILURES as exc:
+                failed: R = _failed(breaker, method.__name__, exc, default)
+                return failed
+            if breaker.failures:
+                breaker.succeeded()
+            return result
 
         return cast("Callable[Concatenate[Any, P], R]", wrapper)
 

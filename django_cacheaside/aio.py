@@ -1,0 +1,154 @@
+"""The async read API: ``aget``, ``aget_many``, ``afilter`` and the async invalidation helpers.
+
+A hit never leaves the event loop: its ``HGET`` goes out on a ``redis.asyncio`` client
+(``backend.aio``) and the entry is decoded, checked and counted by the very code a sync hit runs
+(keys, codec, ``_decode``, the ``cache_hit`` signal). Everything else (a miss and its lease, the
+database load, the compare-and-set fill, a refresh, a read inside a transaction that wrote) is the
+sync path itself, run in a worker thread with ``asgiref.sync.sync_to_async``, which is also how
+Django's own async ORM methods reach the database. So there is one implementation of the refill
+protocol, and the sync and async paths cannot drift apart.
+
+Concurrent misses of one key by tasks of one event loop share one load: the first task leads (it
+runs the sync path, which fills the entry); the others wait for it (up to ``LOCK_WAIT``) and then
+read the entry it filled, each decoding an instance of its own. A follower that still misses
+(the fill was refused, or the row is not cacheable) runs the sync path itself, which coalesces with
+the threads and processes loading the same key as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import models
+
+from django_cacheaside import batch
+from django_cacheaside.backend import get_backend
+from django_cacheaside.codec import NOT_FOUND
+from django_cacheaside.lookups import Lookup
+
+if TYPE_CHECKING:
+    from django_cacheaside.managers import CacheAsideManager
+
+T = TypeVar("T")
+
+
+class AsyncFlights:
+    """One leader per key per event loop; the other tasks wait for it (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Any, asyncio.Future[None]]
+        ] = weakref.WeakKeyDictionary()
+
+    async def run(
+        self, key: Any, leader: Callable[[], Awaitable[T]], wait_seconds: float
+    ) -> tuple[bool, T | None]:
+        """``(True, await leader())`` for the first task of ``key``; ``(False, None)`` for the
+        tasks that arrive while it runs, once it is done or ``wait_seconds`` ran out."""
+        loop = asyncio.get_running_loop()
+        flights = self._loops.setdefault(loop, {})
+        flight = flights.get(key)
+        if flight is None:
+            flight = flights[key] = loop.create_future()
+            try:
+                return True, await leader()
+            finally:
+                del flights[key]
+                flight.set_result(None)
+        # Past the wait, read for ourselves: the sync path's own wait is bounded too.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(flight), wait_seconds)
+        return False, None
+
+
+def _pk_lookup(manager: CacheAsideManager[Any], lookups: dict[str, Any]) -> Lookup:
+    if len(lookups) == 1 and "pk" in lookups:
+        resolver = manager._resolver
+        return Lookup(((resolver.pk_attname, resolver.normalise_pk(lookups["pk"])),), True)
+    return manager._resolver.resolve(lookups)
+
+
+async def _hit(
+    manager: CacheAsideManager[Any], db: str, lookup: Lookup, key: str, fill: bool
+) -> Any:
+    """The decoded entry under ``key`` (counted like a sync hit), or ``None`` for a miss."""
+    entry = await get_backend().aread(key)
+    found = manager._decode(db, key, entry, lookup.items[0][1])
+    if found is not None and fill and manager._refresh.enabled:
+        assert entry is not None
+        reason = manager._refresh.due(entry)
+        if reason is not None:
+            found = await sync_to_async(manager._refreshed)(db, lookup, key, reason, found)
+    return found
+
+
+async def aget(manager: CacheAsideManager[Any], lookups: dict[str, Any]) -> Any:
+    """See ``CacheAsideManager.aget``."""
+    lookup = _pk_lookup(manager, lookups)  # a bad lookup raises here, as get() would
+    db, fill = manager._policy()
+    if fill is None or not lookup.is_pk:
+        # A transaction that wrote the model, or a unique-field lookup (a pointer, then the
+        # object): the sync path, in a thread.
+        return await sync_to_async(manager.get)(**lookups)
+    key = manager.key_for_pk(lookup.items[0][1])
+    found = await _hit(manager, db, lookup, key, fill)
+    if found is None:
+        leading, result = await manager._aflights.run(
+            (db, key),
+            lambda: sync_to_async(manager.get)(**lookups),
+            float(manager.option("LOCK_WAIT")),
+        )
+        if leading:
+            return result
+        found = await _hit(manager, db, lookup, key, fill)  # the leader's fill, most likely
+        if found is None:
+            return await sync_to_async(manager.get)(**lookups)
+    if found is NOT_FOUND or not isinstance(found, manager.model):  # type: ignore[arg-type]
+        raise manager._does_not_exist()
+    return found
+
+
+async def aget_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, Any]:
+    """See ``CacheAsideManager.aget_many``."""
+    wanted, keys_wanted = batch.wanted_keys(manager, pks)
+    db, fill = manager._policy()
+    if fill is None or not wanted:
+        return await sync_to_async(manager.get_many)(wanted)
+    entries = await get_backend().aread_many(keys_wanted)
+    found, absent, unusable = batch.sort_replies(manager, db, wanted, keys_wanted, entries)
+    if absent or unusable:
+        found.update(await sync_to_async(manager.get_many)([*absent, *unusable]))
+        return {pk: found[pk] for pk in wanted if pk in found}
+    return found
+
+
+async def afilter(manager: CacheAsideManager[Any], *q: Any, **lookups: Any) -> list[Any]:
+    """See ``CacheAsideManager.afilter``."""
+    query = manager.filter(*q, **lookups)  # an uncacheable filter raises here, in the caller
+    return await sync_to_async(query._fetch_all)()
+
+
+async def ainvalidate(obj: models.Model | type[models.Model], *, pk: Any = None) -> None:
+    """:func:`~django_cacheaside.invalidate`, awaited (in a worker thread)."""
+    from django_cacheaside.invalidation import invalidate
+
+    await sync_to_async(invalidate)(obj, pk=pk)
+
+
+async def ainvalidate_tags(*tags: str, **kwargs: Any) -> int:
+    """:func:`~django_cacheaside.invalidate_tags`, awaited (in a worker thread)."""
+    from django_cacheaside.invalidation import invalidate_tags
+
+    return int(await sync_to_async(invalidate_tags)(*tags, **kwargs))
+
+
+async def ainvalidate_model(model: type[models.Model], **kwargs: Any) -> int:
+    """:func:`~django_cacheaside.invalidate_model`, awaited (in a worker thread)."""
+    from django_cacheaside.invalidation import invalidate_model
+
+    return int(await sync_to_async(invalidate_model)(model, **kwargs))
