@@ -128,7 +128,7 @@ def test_a_miss_loads_fills_and_the_next_aget_hits(loads: Loads, hits: list[bool
 
 def test_a_missing_row_raises_does_not_exist_and_is_cached_as_absent(loads: Loads) -> None:
     async def twice() -> list[BaseException]:
-        errors = []
+        errors: list[BaseException] = []
         for _ in range(2):
             try:
                 await Article.cached.aget(pk=987_654)
