@@ -91,10 +91,10 @@ async def aget(manager: CacheAsideManager[Any], lookups: dict[str, Any]) -> Any:
     """See ``CacheAsideManager.aget``."""
     lookup = _pk_lookup(manager, lookups)  # a bad lookup raises here, as get() would
     db, fill = manager._policy()
-    if fill is None or not lookup.is_pk:
-        # A transaction that wrote the model, or a unique-field lookup (a pointer, then the
-        # object): the sync path, in a thread.
+    if fill is None:  # a transaction that wrote the model: the sync path (the database)
         return await sync_to_async(manager.get)(**lookups)
+    if not lookup.is_pk:
+        return await _aget_unique(manager, db, lookup, lookups)
     key = manager.key_for_pk(lookup.items[0][1])
     found = await _hit(manager, db, lookup, key, fill)
     if found is None:
@@ -111,6 +111,26 @@ async def aget(manager: CacheAsideManager[Any], lookups: dict[str, Any]) -> Any:
     if found is NOT_FOUND or not isinstance(found, manager.model):  # type: ignore[arg-type]
         raise manager._does_not_exist()
     return found
+
+
+async def _aget_unique(
+    manager: CacheAsideManager[Any], db: str, lookup: Lookup, lookups: dict[str, Any]
+) -> Any:
+    """A unique-field lookup: its pointer, then the object's own entry, as ``get()`` reads them."""
+    key = manager.key_for_lookup(lookup)
+    found = manager._decode(db, key, await get_backend().aread(key))
+    if found is NOT_FOUND:
+        raise manager._does_not_exist()
+    if isinstance(found, tuple):
+        try:
+            obj = await aget(manager, {"pk": found[0]})
+        except manager.model.DoesNotExist:  # type: ignore[union-attr]
+            obj = None
+        # A pointer is a hint: the object must still carry the looked-up values.
+        if obj is not None and all(getattr(obj, a) == v for a, v in lookup.items):
+            return obj
+    # A miss, or a stale pointer: the sync path loads (and mends the pointer).
+    return await sync_to_async(manager.get)(**lookups)
 
 
 async def aget_many(manager: CacheAsideManager[Any], pks: Iterable[Any]) -> dict[Any, Any]:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.db import connection, connections
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection, connections, transaction
 from django.db.models import F
 
 import django_cacheaside
@@ -174,13 +174,60 @@ def test_the_stampede_is_one_query_at_the_database(loads: Loads) -> None:
     assert scans_at_the_database("testapp_article") - before == 1
 
 
-def test_unique_lookups_and_reads_after_this_transactions_writes_take_the_sync_path() -> None:
+def test_unique_lookups_read_the_pointer_then_the_object(
+    loads: Loads, hits: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
     org = OrgFactory.create()
     article = ArticleFactory.create(org=org, slug="s", title="by slug")
-    found = asyncio.run(Article.cached.aget(org=org, slug="s"))
+    found = asyncio.run(Article.cached.aget(org=org, slug="s"))  # a miss: the sync path fills
     assert found == article and found.title == "by slug"
+    Article.cached.get(pk=article.pk)  # the pointer's fill leaves the object's entry to its own
+    loads.count = 0
+    hits.clear()
+    monkeypatch.setattr(Backend, "read", lambda self, key: pytest.fail("a sync read"))
+    again = asyncio.run(Article.cached.aget(org=org, slug="s"))
+    assert again == article and loads.count == 0
+    assert hits == [False, False]  # the pointer, then the object
+    monkeypatch.undo()
+    with pytest.raises(Article.DoesNotExist):
+        asyncio.run(Article.cached.aget(org=org, slug="nope"))
+    hits.clear()
+    with pytest.raises(Article.DoesNotExist):
+        asyncio.run(Article.cached.aget(org=org, slug="nope"))
+    assert hits == [True]  # a negative hit
     with pytest.raises(ValueError, match="title"):
         asyncio.run(Article.cached.aget(title="by slug"))  # not a unique lookup: refused
+
+
+def test_a_stale_pointer_is_not_followed(loads: Loads) -> None:
+    org = OrgFactory.create()
+    article = ArticleFactory.create(org=org, slug="old", title="moved")
+    asyncio.run(Article.cached.aget(org=org, slug="old"))  # the pointer old -> article
+    update_behind_our_back(Article, article.pk, slug="new")  # no invalidation of the pointer
+    django_cacheaside.invalidate(Article, pk=article.pk)  # but the object's own entry goes
+    with pytest.raises(Article.DoesNotExist):
+        asyncio.run(Article.cached.aget(org=org, slug="old"))
+    assert asyncio.run(Article.cached.aget(org=org, slug="new")).pk == article.pk
+
+
+def test_reads_inside_a_transaction_that_wrote_bypass_the_cache() -> None:
+    article = ArticleFactory.create(title="committed")
+    Article.cached.get(pk=article.pk)
+
+    async def read_in_its_own_transaction() -> str:
+        def write_then_read() -> str:
+            with transaction.atomic():
+                Article.objects.filter(pk=article.pk).update(title="uncommitted")
+                # An async read from inside the transaction's thread sees its own write.
+                return async_to_sync(_aget_title)(article.pk)
+
+        return str(await sync_to_async(write_then_read)())
+
+    assert asyncio.run(read_in_its_own_transaction()) == "uncommitted"
+
+
+async def _aget_title(pk: int) -> str:
+    return (await Article.cached.aget(pk=pk)).title
 
 
 def test_aget_many_is_get_many(loads: Loads, hits: list[bool]) -> None:

@@ -11,5 +11,6 @@ urlpatterns = [
     path("o/<slug:org_slug>/a/<slug:slug>/", views.article, name="article"),
     path("o/<slug:org_slug>/a/<slug:slug>/edit/", views.article_edit, name="article-edit"),
     path("u/<str:username>/", views.profile, name="profile"),
+    path("api/o/<slug:org_slug>/dashboard/", views.dashboard_json, name="dashboard-json"),
     path("admin/", admin.site.urls),
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import connection, connections
+from django.test import AsyncClient
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -233,3 +236,24 @@ def test_with_the_cache_off_pages_read_the_database_only(
     with CacheCounter() as counter:
         assert client.get(pages[0]).status_code == 200
     assert counter.lookups > 0
+
+
+def test_the_async_dashboard_view_reads_with_aget_through_the_asgi_handler() -> None:
+    dashboard = DashboardFactory(article_count=7)
+    url = reverse("dashboard-json", args=[dashboard.org.slug])
+    counter = CacheCounter()
+
+    async def fetch() -> list[Any]:
+        client = AsyncClient()  # Django's ASGI handler: the view runs on the event loop
+        responses = [await client.get(url) for _ in range(3)]
+        responses.append(await client.get(reverse("dashboard-json", args=["no-such-org"])))
+        await sync_to_async(connections.close_all)()  # the worker thread's connection
+        return responses
+
+    with counter:
+        *found, missing = asyncio.run(fetch())
+    assert [r.status_code for r in found] == [200, 200, 200]
+    assert {r.json()["articles"] for r in found} == {7}
+    assert found[0].json()["organisation"] == dashboard.org.name
+    assert missing.status_code == 404
+    assert counter.hits >= 4  # the 2nd and 3rd requests: the org's pointer and row, the dashboard's
