@@ -49,21 +49,33 @@ def slowed(seconds: float) -> Any:
     return connection.execute_wrapper(wrapper)
 
 
+STALL = 0.1  # seconds: twice the load, the window in which XFetch usually refreshes
+
+
 def test_xfetch_refreshes_about_once_per_ttl_and_never_misses() -> None:
     """Steady load: one reader every ~2 ms (about 400 reads/s with the hits' own cost), TTL T = 3 s,
     a 50 ms load, beta 1, measured over 3 windows after a warm-up fill."""
     row = HotEarly.objects.create(value=1)
-    with slowed(0.05):
-        HotEarly.cached.get(pk=row.pk)  # warm-up: the one expected miss
-        with Recorder(signals.cache_miss, signals.cache_refresh, signals.cache_hit) as seen:
-            started = time.monotonic()
-            while time.monotonic() - started < 9.0:
-                assert HotEarly.cached.get(pk=row.pk).value == 1
-                time.sleep(0.002)
-            elapsed = time.monotonic() - started
+    for _attempt in range(2):
+        with slowed(0.05):
+            HotEarly.cached.get(pk=row.pk)  # warm-up: the one expected miss
+            with Recorder(signals.cache_miss, signals.cache_refresh, signals.cache_hit) as seen:
+                started = last = time.monotonic()
+                stalled = 0.0  # the longest gap between two reads
+                while last - started < 9.0:
+                    assert HotEarly.cached.get(pk=row.pk).value == 1
+                    time.sleep(0.002)
+                    now = time.monotonic()
+                    stalled, last = max(stalled, now - last), now
+                elapsed = last - started
+        # No read for STALL around the expiry is no load at all: XFetch cannot refresh then. A
+        # loaded 2-core VM stalls a process that long now and then; measure again if it did.
+        if seen.count("cache_miss") == 0 or stalled < STALL:
+            break
+        django_cacheaside.invalidate(row)  # start over from a fresh fill
     windows = elapsed / 3
     refreshes = seen.count("cache_refresh")
-    assert seen.count("cache_miss") == 0  # no hard miss: the entry never expired under the load
+    assert seen.count("cache_miss") == 0, stalled  # no hard miss: the entry never expired
     assert 2 <= refreshes <= 1.05 * windows, (refreshes, windows)
     assert seen.count("cache_hit") > 1000  # the load was steady
 
