@@ -30,4 +30,10 @@ class CacheAsideConfig(AppConfig):
         from django_cacheaside.stats import counters
 
         counters.connect()
+        from django.core.signals import request_finished, request_started
+
+        from django_cacheaside import nearby
+
+        request_started.connect(nearby.request_started, dispatch_uid="django_cacheaside.near.in")
+        request_finished.connect(nearby.request_finished, dispatch_uid="django_cacheaside.near.out")
         registry.mark_wired()

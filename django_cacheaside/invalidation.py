@@ -23,7 +23,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, models, router
 
-from django_cacheaside import keys, registry, replay, signals, transactions
+from django_cacheaside import keys, nearby, registry, replay, signals, transactions
 from django_cacheaside.backend import Backend, get_backend
 from django_cacheaside.conf import app_settings
 from django_cacheaside.tags import check_tags
@@ -47,6 +47,7 @@ def deliver(
     if plain and not backend.invalidate(plain):
         undelivered += plain
     deleted = 0
+    purged: list[str] = []
     purges = [op for op in operations if op[0] == "PURGE"]
     if purges:
         by_clock: dict[str, list[str]] = {}
@@ -54,6 +55,7 @@ def deliver(
             by_clock.setdefault(keys.clock_key(tag_namespace(op[1])), []).append(op[1])
         for clock, tag_keys in by_clock.items():
             members = backend.purge_tags(clock, tag_keys)
+            purged += members or []
             if members is None:
                 undelivered += [("PURGE", tag_key) for tag_key in tag_keys]
             elif backend.delete(members):
@@ -72,6 +74,7 @@ def deliver(
             failed += undelivered
         else:
             replay.keep(backend, undelivered)
+    nearby.discarded(operations, purged)  # after Redis: this process's near caches at once
     return deleted
 
 
@@ -197,6 +200,7 @@ def apply(
     """
     if not operations:
         return 0
+    nearby.wrote()
     deleted = deliver(operations)
     labels = {keys.model_label(m) for model in models_written for m in registry.family(model)}
     transactions.queue(using, labels, operations, deliver)

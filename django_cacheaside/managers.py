@@ -21,6 +21,7 @@ from django_cacheaside import (
     fills,
     keys,
     locks,
+    nearby,
     registry,
     signals,
     transactions,
@@ -31,6 +32,7 @@ from django_cacheaside.codec import ANY_PK, NOT_FOUND, Codec
 from django_cacheaside.conf import app_settings
 from django_cacheaside.exceptions import CorruptEntry
 from django_cacheaside.lookups import Lookup, LookupResolver
+from django_cacheaside.near import clone, mutable_attnames
 from django_cacheaside.options import UNSET, DerivedSettings, ManagerOptions
 from django_cacheaside.queries import QueryMethods
 from django_cacheaside.refresh import RefreshPolicy
@@ -69,6 +71,9 @@ class CacheAsideManager(QueryMethods, Generic[M]):
     :param tags: field names (``tags=("org",)`` tags a row ``org:<org_id>``) or a callable
         ``obj -> iterable of str``; ``invalidate_tags("org:5")`` drops every entry filled under a
         tag. See :mod:`django_cacheaside.tags`.
+    :param near_cache: keep hits of ``get(pk=...)`` in process memory too, invalidated by Redis
+        pushing every write (``True``, or a dict of ``max_entries``, ``max_bytes`` and ``ttl``,
+        defaults 1000, 8 MiB and 2 s). See :mod:`django_cacheaside.nearby`.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
         beta: float = 1.0,
         stale_ttl: float = 0,
         tags: TagsOption = None,
+        near_cache: bool | dict[str, Any] = False,
     ) -> None:
         self._options = ManagerOptions(
             TTL=ttl, NEGATIVE_TTL=negative_ttl, TTL_JITTER=jitter, LOCK_TTL=lock_ttl,
@@ -95,6 +101,8 @@ class CacheAsideManager(QueryMethods, Generic[M]):
         self._aflights = aio.AsyncFlights()
         self._refresh = RefreshPolicy(early_refresh, beta, stale_ttl)
         self._tags = TagSpec(tags)
+        self._near_option = near_cache
+        self._near = nearby.near_cache(near_cache)
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -110,6 +118,7 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             beta=self._refresh.beta,
             stale_ttl=self._refresh.stale_ms / 1000,
             tags=self._tags.option,
+            near_cache=self._near_option,
         )
 
     def contribute_to_class(self, model: type[M], name: str) -> None:
@@ -125,6 +134,12 @@ class CacheAsideManager(QueryMethods, Generic[M]):
     def _resolver(self) -> LookupResolver:
         assert self.model is not None
         return LookupResolver(self.model)
+
+    @functools.cached_property
+    def _mutable(self) -> tuple[str, ...]:
+        """The columns whose values a near hit copies deeply (JSON and the like)."""
+        assert self.model is not None
+        return mutable_attnames(self.model)
 
     @functools.cached_property
     def _label(self) -> str:
@@ -313,13 +328,27 @@ class CacheAsideManager(QueryMethods, Generic[M]):
     def _get_pk(self, db: str, lookup: Lookup, fill: bool) -> M:
         pk = lookup.items[0][1]
         key = self.key_for_pk(pk)
-        entry = get_backend().read(key)
+        backend = get_backend()
+        near, ticket = self._near, None
+        if near is not None and fill and not nearby.bypassed():
+            nearby.ensure_tracking(backend, self._settings().namespace)
+            kept = near.get(key)
+            if kept is not None:
+                signals.cache_hit.send(sender=self.model, key=key, negative=False)
+                copied: M = clone(kept, self._mutable)
+                return copied
+            ticket = near.ticket()  # before the read: an invalidation after it refuses the put
+        entry = backend.read(key)
         found = self._decode(db, key, entry, pk)
         if found is not None and self._refresh.enabled and fill:
             assert entry is not None
             reason = self._refresh.due(entry)
             if reason is not None:
                 found = self._refreshed(db, lookup, key, reason, found)
+                ticket = None  # a refreshed row: the next read keeps it
+        if ticket is not None and entry is not None and isinstance(found, self.model):  # type: ignore[arg-type]
+            assert near is not None
+            near.put(key, clone(found, self._mutable), len(entry), ticket)
         if found is None and not fill:
             signals.cache_miss.send(sender=self.model, key=key)
             found, _duration = self._load(db, lookup)

@@ -218,3 +218,14 @@ class Ledger(models.Model):
 
     objects = models.Manager()
     cached = CacheAsideManager()
+
+
+class Gauge(models.Model):
+    """A hot row with a near cache (tests/test_nearby.py); ``data`` is JSON: copied on each hit."""
+
+    name = models.CharField(max_length=50, unique=True)
+    value = models.IntegerField(default=0)
+    data = models.JSONField(default=dict)
+
+    objects = models.Manager()
+    cached = CacheAsideManager(near_cache={"ttl": 5})
