@@ -9,10 +9,11 @@ Django's own async ORM methods reach the database. So there is one implementatio
 protocol, and the sync and async paths cannot drift apart.
 
 Concurrent misses of one key by tasks of one event loop share one load: the first task leads (it
-runs the sync path, which fills the entry); the others wait for it (up to ``LOCK_WAIT``) and then
-read the entry it filled, each decoding an instance of its own. A follower that still misses
-(the fill was refused, or the row is not cacheable) runs the sync path itself, which coalesces with
-the threads and processes loading the same key as usual.
+runs the sync path, which fills the entry, then reads the entry once more for the others); the
+others wait for it (up to ``LOCK_WAIT``) and each decodes an instance of its own from that entry,
+which was read after they joined, so it is as fresh as their own read would have been. A follower
+left without an entry (the fill was refused, the row is not cacheable) runs the sync path itself,
+which coalesces with the threads and processes loading the same key as usual.
 """
 
 from __future__ import annotations
@@ -37,32 +38,51 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+class _Flight:
+    __slots__ = ("done", "followers")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[Any] = loop.create_future()
+        self.followers = 0
+
+
 class AsyncFlights:
     """One leader per key per event loop; the other tasks wait for it (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._loops: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[Any, asyncio.Future[None]]
-        ] = weakref.WeakKeyDictionary()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _Flight]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def run(
-        self, key: Any, leader: Callable[[], Awaitable[T]], wait_seconds: float
-    ) -> tuple[bool, T | None]:
-        """``(True, await leader())`` for the first task of ``key``; ``(False, None)`` for the
-        tasks that arrive while it runs, once it is done or ``wait_seconds`` ran out."""
+        self,
+        key: Any,
+        leader: Callable[[], Awaitable[T]],
+        shared: Callable[[], Awaitable[Any]],
+        wait_seconds: float,
+    ) -> tuple[bool, Any]:
+        """``(True, await leader())`` for the first task of ``key``; for the tasks that arrive
+        while it runs, ``(False, what await shared() gave)``, which the leader runs once after
+        ``leader()`` succeeded if anyone waits, or ``(False, None)`` if it failed or
+        ``wait_seconds`` ran out."""
         loop = asyncio.get_running_loop()
         flights = self._loops.setdefault(loop, {})
         flight = flights.get(key)
         if flight is None:
-            flight = flights[key] = loop.create_future()
+            flight = flights[key] = _Flight(loop)
+            value = None
             try:
-                return True, await leader()
+                result = await leader()
+                if flight.followers:
+                    value = await shared()
+                return True, result
             finally:
                 del flights[key]
-                flight.set_result(None)
+                flight.done.set_result(value)
+        flight.followers += 1
         # Past the wait, read for ourselves: the sync path's own wait is bounded too.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(flight), wait_seconds)
+            return False, await asyncio.wait_for(asyncio.shield(flight.done), wait_seconds)
         return False, None
 
 
@@ -76,14 +96,24 @@ def _pk_lookup(manager: CacheAsideManager[Any], lookups: dict[str, Any]) -> Look
 async def _hit(
     manager: CacheAsideManager[Any], db: str, lookup: Lookup, key: str, fill: bool
 ) -> Any:
-    """The decoded entry under ``key`` (counted like a sync hit), or ``None`` for a miss."""
-    entry = await get_backend().aread(key)
+    """The decoded entry under ``key`` (counted like a sync hit), or ``None`` for a miss; with a
+    near cache, as ``get()`` uses it."""
+    backend = get_backend()
+    ticket = None
+    if manager._near is not None:
+        kept, ticket = manager._near_hit(backend, key, fill)
+        if kept is not None:
+            return kept
+    entry = await backend.aread(key)
     found = manager._decode(db, key, entry, lookup.items[0][1])
     if found is not None and fill and manager._refresh.enabled:
         assert entry is not None
         reason = manager._refresh.due(entry)
         if reason is not None:
             found = await sync_to_async(manager._refreshed)(db, lookup, key, reason, found)
+            ticket = None  # a refreshed row: the next read keeps it
+    if ticket is not None:
+        manager._near_keep(key, ticket, entry, found)
     return found
 
 
@@ -98,14 +128,18 @@ async def aget(manager: CacheAsideManager[Any], lookups: dict[str, Any]) -> Any:
     key = manager.key_for_pk(lookup.items[0][1])
     found = await _hit(manager, db, lookup, key, fill)
     if found is None:
+        backend = get_backend()
         leading, result = await manager._aflights.run(
             (db, key),
             lambda: sync_to_async(manager.get)(**lookups),
+            lambda: backend.aread(key),  # the entry the leader filled, for the followers
             float(manager.option("LOCK_WAIT")),
         )
         if leading:
             return result
-        found = await _hit(manager, db, lookup, key, fill)  # the leader's fill, most likely
+        # Read after this task joined: as fresh as its own read would be. Each follower
+        # decodes an instance of its own from it.
+        found = manager._decode(db, key, result, lookup.items[0][1])
         if found is None:
             return await sync_to_async(manager.get)(**lookups)
     if found is NOT_FOUND or not isinstance(found, manager.model):  # type: ignore[arg-type]

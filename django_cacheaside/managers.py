@@ -325,19 +325,35 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             signals.cache_stale.send(sender=self.model, key=key)
         return found
 
+    def _near_hit(self, backend: Any, key: str, fill: bool) -> tuple[Any, int | None]:
+        """``(a copy of the near entry, None)`` on a near hit; else ``(None, a ticket for
+        _near_keep)``, or ``(None, None)`` when the near cache may not be used now."""
+        near = self._near
+        assert near is not None
+        if not fill or nearby.bypassed():
+            return None, None
+        nearby.ensure_tracking(backend, self._settings().namespace)
+        kept = near.get(key)
+        if kept is not None:
+            signals.cache_hit.send(sender=self.model, key=key, negative=False)
+            return clone(kept, self._mutable), None
+        return None, near.ticket()  # before the read: an invalidation after it refuses the put
+
+    def _near_keep(self, key: str, ticket: int, entry: bytes | None, found: Any) -> None:
+        """Keep ``found``, a hit read from Redis under ``ticket``, in the near cache."""
+        if entry is not None and isinstance(found, self.model):  # type: ignore[arg-type]
+            assert self._near is not None
+            self._near.put(key, clone(found, self._mutable), len(entry), ticket)
+
     def _get_pk(self, db: str, lookup: Lookup, fill: bool) -> M:
         pk = lookup.items[0][1]
         key = self.key_for_pk(pk)
         backend = get_backend()
-        near, ticket = self._near, None
-        if near is not None and fill and not nearby.bypassed():
-            nearby.ensure_tracking(backend, self._settings().namespace)
-            kept = near.get(key)
+        ticket = None
+        if self._near is not None:
+            kept, ticket = self._near_hit(backend, key, fill)
             if kept is not None:
-                signals.cache_hit.send(sender=self.model, key=key, negative=False)
-                copied: M = clone(kept, self._mutable)
-                return copied
-            ticket = near.ticket()  # before the read: an invalidation after it refuses the put
+                return kept  # type: ignore[no-any-return]
         entry = backend.read(key)
         found = self._decode(db, key, entry, pk)
         if found is not None and self._refresh.enabled and fill:
@@ -346,9 +362,8 @@ class CacheAsideManager(QueryMethods, Generic[M]):
             if reason is not None:
                 found = self._refreshed(db, lookup, key, reason, found)
                 ticket = None  # a refreshed row: the next read keeps it
-        if ticket is not None and entry is not None and isinstance(found, self.model):  # type: ignore[arg-type]
-            assert near is not None
-            near.put(key, clone(found, self._mutable), len(entry), ticket)
+        if ticket is not None:
+            self._near_keep(key, ticket, entry, found)
         if found is None and not fill:
             signals.cache_miss.send(sender=self.model, key=key)
             found, _duration = self._load(db, lookup)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import time
@@ -241,3 +242,17 @@ def test_with_its_listener_cut_off_no_entry_outlives_the_ttl(redis_client: Any) 
         assert time.monotonic() - started < 5, "served past the near TTL"
         time.sleep(0.01)
     assert time.monotonic() - started < 5
+
+
+def test_aget_is_served_from_the_near_cache_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    gauge = Gauge.objects.create(name="g", value=1, data={"k": [1]})
+    warm(gauge)
+
+    async def no_read(self: Backend, key: str) -> Any:
+        raise AssertionError("a near hit must not read Redis")
+
+    monkeypatch.setattr(Backend, "aread", no_read)
+    found = asyncio.run(Gauge.cached.aget(pk=gauge.pk))
+    assert found.value == 1 and found.data == {"k": [1]}
+    found.data["k"].append(2)
+    assert asyncio.run(Gauge.cached.aget(pk=gauge.pk)).data == {"k": [1]}

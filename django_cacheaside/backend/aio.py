@@ -62,9 +62,18 @@ async def _closed_with_the_loop(client: aioredis.Redis) -> AsyncGenerator[None, 
         await client.connection_pool.disconnect()  # a pool given to Redis() is not closed with it
 
 
+# Connections per event loop. A hit holds one for a round trip (well under a millisecond), so a
+# few serve any number of tasks; 200 tasks missing at once must not open 200 connections, whose
+# connects, all at the same moment, can outlast the connect timeout on a loaded machine.
+MAX_CONNECTIONS = 16
+
+
 class AsyncCommands:
     def __init__(
-        self, connection_class: type, settings: dict[str, Any], max_connections: int = 100
+        self,
+        connection_class: type,
+        settings: dict[str, Any],
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self._connection_class = connection_class
         self._settings = settings
@@ -89,19 +98,19 @@ class AsyncCommands:
             return None
         given = {**pool.connection_kwargs, **(overrides or {})}
         settings = {name: given[name] for name in _SETTINGS if name in given}
-        limit = pool.max_connections if 0 < pool.max_connections < 2**31 else 100
-        return cls(connection_class, settings, limit)
+        return cls(connection_class, settings, min(pool.max_connections, MAX_CONNECTIONS))
 
     async def client(self) -> aioredis.Redis:
         """This event loop's client (made on first use)."""
         loop = asyncio.get_running_loop()
         made = self._clients.get(loop)
         if made is None:
-            # As many connections as the sync pool may open; a task past that waits for one, up to
-            # the socket timeout (then its read fails open, like any timed-out read).
+            # At most MAX_CONNECTIONS; a task past that waits for one, up to a second (or four
+            # socket timeouts), then its read fails open. A burst of tasks is not a slow Redis:
+            # the wait is longer than a socket timeout.
             pool = aioredis.BlockingConnectionPool(
                 max_connections=self._max_connections,
-                timeout=self._settings.get("socket_timeout") or 5.0,
+                timeout=max(1.0, 4 * float(self._settings.get("socket_timeout") or 0.25)),
                 connection_class=self._connection_class,
                 retry=AsyncRetry(NoBackoff(), 0),
                 **self._settings,
