@@ -333,7 +333,9 @@ class CacheAsideManager(QueryMethods, Generic[M]):
         if not fill or nearby.bypassed():
             return None, None
         nearby.ensure_tracking(backend, self._settings().namespace)
-        kept = near.get(key)
+        # Whether an invalidation is pending, first: one applied after that check has emptied
+        # the entry before the get below (the other order could serve what it just discarded).
+        kept = None if nearby.behind() else near.get(key)
         if kept is not None:
             signals.cache_hit.send(sender=self.model, key=key, negative=False)
             return clone(kept, self._mutable), None

@@ -7,6 +7,11 @@ The tracker starts with the first near read and is replaced when the backend or 
 changes. Until it tracks, and whenever it loses track, every near cache is disabled (empty, never
 served, never filled), so a near hit always had the tracker's invalidations behind it.
 
+A near hit is served only while the tracker is not :meth:`~Tracker.behind`: nothing waits on its
+socket and it is not applying messages. Redis sends a write's invalidation in the same pass as the
+writer's reply, so a read that starts after another process's write returned does not serve the
+old row from memory, however long the tracker thread waits for the GIL.
+
 Two more things keep a process's own writes visible to itself at once, without waiting for the
 tracker's message (a fraction of a millisecond later):
 
@@ -160,6 +165,12 @@ def stop_tracking() -> None:
 
 def tracker() -> Tracker | None:
     return _tracker
+
+
+def behind() -> bool:
+    """Whether the tracker may hold invalidations not yet applied (see ``Tracker.behind``)."""
+    current = _tracker
+    return current is None or current.behind()
 
 
 def discarded(operations: Sequence[tuple[str, ...]], members: Iterable[str] = ()) -> None:

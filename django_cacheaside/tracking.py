@@ -31,6 +31,7 @@ Public API::
     tracker.wait_ready(timeout=2.0)      # True once subscribed and tracking
     tracker.ready                        # served from only while True
     tracker.listener_id, tracker.tracking_id   # CLIENT IDs of A and B while connected
+    tracker.behind()                     # an invalidation may be pending: do not serve near
     tracker.stop(timeout=5.0)            # True if the thread ended; near stays disabled
 
 ``on_state_change(ready: bool)`` is called from the thread on every change (its exceptions are
@@ -46,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -160,6 +162,8 @@ class Tracker:
         self._became_ready = False  # in this connection attempt: the backoff starts over
         self.listener_id: int | None = None
         self.tracking_id: int | None = None
+        self._fd = -1  # the listener's socket while tracking (see behind())
+        self._busy = False  # applying received messages
 
     def __repr__(self) -> str:
         state = "ready" if self._ready else "not ready"
@@ -239,6 +243,7 @@ class Tracker:
         return conn
 
     def _drop_connections(self) -> None:
+        self._fd = -1
         with self._lock:
             conns, self._conns = self._conns, []
             self.listener_id = self.tracking_id = None
@@ -267,6 +272,7 @@ class Tracker:
             raise _Unhealthy(f"unexpected CLIENT TRACKING reply {reply!r}")
         with self._lock:
             self.listener_id, self.tracking_id = listener_id, tracking_id
+        self._fd = listener._sock.fileno()
         if not self._set_ready(True, stopping):
             return
         self._became_ready = True
@@ -297,16 +303,43 @@ class Tracker:
                 tracked.send_command("PING")
                 listener_pinged = tracked_pinged = True
                 next_beat = now + heartbeat
-            if not listener.can_read(timeout=max(0.0, next_beat - clock())):
+            # Wait on the socket itself (redis-py's can_read would read into its buffer): until
+            # bytes arrive they are visible to behind(), and from then on so is _busy.
+            readable, _w, _x = select.select([self._fd], [], [], max(0.0, next_beat - clock()))
+            if not readable:
                 continue
-            message = listener.read_response()
-            if not isinstance(message, list) or not message:
-                continue
-            kind = _text(message[0])
-            if kind == "message" and len(message) == 3 and _text(message[1]) == CHANNEL:
-                self._invalidate(message[2])
-            elif kind == "pong":
-                listener_pinged = False
+            self._busy = True
+            try:
+                while True:  # every message received, including those a read buffered
+                    message = listener.read_response()
+                    if isinstance(message, list) and message:
+                        kind = _text(message[0])
+                        if kind == "message" and len(message) == 3:
+                            if _text(message[1]) == CHANNEL:
+                                self._invalidate(message[2])
+                        elif kind == "pong":
+                            listener_pinged = False
+                    if not listener.can_read(timeout=0):
+                        break
+            finally:
+                self._busy = False
+
+    def behind(self) -> bool:
+        """Whether an invalidation may have reached this process and not yet its near cache:
+        bytes waiting on the listener's socket, or messages being applied (or no listener).
+
+        A near hit is served only when this is ``False``, so a write whose reply its writer has
+        read (Redis sent the invalidation in the same pass) is never served stale here, however
+        long this thread waits for the GIL. One ``select()`` of the socket, about 2 µs.
+        """
+        fd = self._fd
+        if fd < 0:
+            return True
+        try:
+            readable, _w, _x = select.select([fd], [], [], 0)
+        except (OSError, ValueError):  # closed meanwhile
+            return True
+        return bool(readable) or self._busy
 
     def _invalidate(self, payload: Any) -> None:
         if payload is None:  # FLUSHDB / FLUSHALL

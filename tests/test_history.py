@@ -175,9 +175,9 @@ def test_without_invalidation_the_checker_finds_stale_reads(
 
 # -- with a near cache ---------------------------------------------------------------------------
 
-# What docs/api.md promises for a near cache in another process: the old version stops being
-# served within the invalidation's delivery time (measured p99 3 ms; 50 ms leaves room for a
-# loaded machine). In the writer's own process there is no such window at all.
+# A near hit is served only when no invalidation is pending on the listener's socket, and Redis
+# sends the invalidation in the same pass as the writer's reply: no stale read is expected. The
+# check allows 50 ms, for a Redis that flushed the writer's reply before the listener's message.
 NEAR_BOUND_US = 50_000
 
 

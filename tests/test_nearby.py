@@ -159,30 +159,32 @@ PROCESSES = 4
 
 
 def _child(pk: int, start_read: int, report_write: int) -> None:  # pragma: no cover - a child
-    """Keep the gauge near, then read it (as a busy server does, between its I/O) until its near
-    entry is gone; report when that was (CLOCK_MONOTONIC: the same clock in every process), or -1
-    if it never went or the next read did not find the new value."""
-    connections.close_all()
-    gauge = Gauge.objects.get(pk=pk)
+    """Keep the gauge near, then poll its near entry (as a busy server reads, between its I/O)
+    until it is gone; report when that was (CLOCK_MONOTONIC: the same clock in every process),
+    or -1 if it never went or the next read did not find the new value."""
     try:
-        warm(gauge)
-        ok = True
-    except AssertionError:
-        ok = False
-    os.write(report_write, b"ready\n" if ok else b"cold\n")
-    os.read(start_read, 8)  # the writer is about to save
-    seen = None
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not near_holds(gauge):  # the write's invalidation arrived
-            seen = time.monotonic()
-            break
-        assert Gauge.cached.get(pk=pk).value == 1  # until then, the old value, near
-        time.sleep(0.0002)
-    if seen is not None and Gauge.cached.get(pk=pk).value != 2:  # and after it, the new one
+        connections.close_all()
+        gauge = Gauge.objects.get(pk=pk)
+        try:
+            warm(gauge)
+            ok = True
+        except AssertionError:
+            ok = False
+        os.write(report_write, b"ready\n" if ok else b"cold\n")
+        os.read(start_read, 8)  # the writer is about to save
         seen = None
-    os.write(report_write, f"{seen if seen is not None else -1:.6f}\n".encode())
-    os._exit(0)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if not near_holds(gauge):  # the write's invalidation arrived
+                seen = time.monotonic()
+                break
+            time.sleep(0.0002)
+        if seen is not None and Gauge.cached.get(pk=pk).value != 2:  # and the next read is new
+            seen = None
+        os.write(report_write, f"{seen if seen is not None else -1:.6f}\n".encode())
+    finally:
+        connections.close_all()
+        os._exit(0)  # never back into pytest
 
 
 def test_four_processes_see_a_write_within_the_delivery_time() -> None:
