@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How soon a write reaches the near cache: ``python benchmarks/near_delivery.py [--subprocess]``.
 
-One writer client writes tracked keys (``HSET`` of a new key, then ``DEL`` of it, and so on) and a
+One writer client writes tracked keys (``SET`` of a new key with a TTL, then ``DEL`` of it, and so on) and a
 ``Tracker`` discards each from its ``NearCache``. Measured per write: from the moment the write's
 reply was read (the writer could tell someone "written") to the moment ``discard_many`` had
 dropped the key, and from the moment the write was sent (an upper bound on the delivery itself). A
@@ -69,12 +69,13 @@ def client_from_env() -> redis.Redis:
 
 
 def write(client: redis.Redis, prefix: str, i: int) -> str:
-    """Write ``i``: HSET of a new key, or DEL of the key the write before created."""
+    """Write ``i``: a SET of a new key (with a TTL, in the same command, so a run cut short leaves
+    nothing that lives forever), or DEL of the key the write before created."""
     key = f"{prefix}{i // 2}"
     if i % 2:
         client.delete(key)
     else:
-        client.hset(key, "d", b"x")
+        client.set(key, b"x", px=60_000)
     return key
 
 
@@ -170,7 +171,7 @@ def main() -> None:
             client.delete(*keys)
     server = client.info("server")["redis_version"]
     print(
-        f"near cache delivery, tracker in {where}: {len(pairs)} writes (HSET/DEL), "
+        f"near cache delivery, tracker in {where}: {len(pairs)} writes (SET/DEL), "
         f"Redis {server}, Python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
         f"loadavg {os.getloadavg()[0]:.2f}"
     )
